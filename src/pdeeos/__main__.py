@@ -1,0 +1,5 @@
+"""``python -m pdeeos``: see :mod:`pdeeos.cli`."""
+
+from pdeeos.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""Distances between twin runs."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def rel_l1(a: ArrayLike, b: ArrayLike) -> float:
+    r"""Relative L1 distance of the paper (and of its official code).
+
+    .. math:: \mathrm{RelL1}(\theta, \theta') = \frac{2}{N} \sum_{i=1}^N
+              \frac{|\theta_i - \theta'_i|}{|\theta_i| + |\theta'_i|}
+
+    Each fraction lies in [0, 1] (1 when the signs differ or one entry is zero), so the
+    distance lies in [0, 2]; a term with :math:`\theta_i = \theta'_i = 0` counts as 0. Any non-finite entry makes the result
+    ``nan``: a blown-up run has no meaningful distance to its twin.
+
+    Parameters
+    ----------
+    a, b : NumPy arrays or torch tensors of the same shape (at least one element).
+    """
+    a_np = a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
+    b_np = b.detach().cpu().double().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, float)
+    if a_np.shape != b_np.shape:
+        raise ValueError(f"rel_l1 needs arrays of one shape; got {a_np.shape} and {b_np.shape}")
+    if a_np.size == 0:
+        raise ValueError("rel_l1 needs at least one element")
+    if not (np.isfinite(a_np).all() and np.isfinite(b_np).all()):
+        return float("nan")
+    den = np.abs(a_np) + np.abs(b_np)
+    num = np.abs(a_np - b_np)
+    terms = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return float(2.0 * terms.mean())

@@ -1,0 +1,74 @@
+"""The one plotting style of the book.
+
+Colour-blind-safe colours (Okabe & Ito), labelled axes, light grids, and the paper's value drawn
+as a dashed grey reference line. Chapters call :func:`figure` to get axes in this style.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+from cycler import cycler
+
+PALETTE: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow (use on dark backgrounds only)
+)
+"""Okabe-Ito colours, in the order lines are drawn."""
+
+REFERENCE_COLOR = "#7F7F7F"
+"""Colour of reference lines (the paper's value, a theoretical bound)."""
+
+STABLE, RESTRAINED, UNSTABLE = PALETTE[0], PALETTE[4], PALETTE[1]
+"""Colours of the three regimes, used the same way in every chapter."""
+
+RC: dict[str, Any] = {
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "figure.figsize": (7.0, 3.6),
+    "figure.constrained_layout.use": True,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "axes.grid": True,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": cycler(color=PALETTE),
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "lines.linewidth": 1.6,
+    "image.cmap": "viridis",
+}
+
+
+def use() -> None:
+    """Apply the book's style to matplotlib (idempotent)."""
+    mpl.rcParams.update(RC)
+
+
+def figure(nrows: int = 1, ncols: int = 1, *, width: float = 7.0, height: float | None = None,
+           **kwargs: Any) -> tuple[plt.Figure, Any]:
+    """``plt.subplots`` in the book's style; ``height`` defaults to 3.2 inches per row."""
+    use()
+    size = (width, height if height is not None else 3.2 * nrows)
+    return plt.subplots(nrows, ncols, figsize=size, **kwargs)
+
+
+def reference_line(ax: plt.Axes, value: float, label: str, *, axis: str = "y", **kwargs: Any) -> None:
+    """Draw a reference value (a bound, the paper's number) as a dashed grey line."""
+    style = {"color": REFERENCE_COLOR, "linestyle": "--", "linewidth": 1.2, "label": label} | kwargs
+    if axis == "y":
+        ax.axhline(value, **style)
+    elif axis == "x":
+        ax.axvline(value, **style)
+    else:
+        raise ValueError(f"axis must be 'x' or 'y'; got {axis!r}")
