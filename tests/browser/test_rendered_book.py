@@ -1,0 +1,106 @@
+"""The built book, opened page by page in headless Chromium from a server on 127.0.0.1.
+
+Fails on a blank page, a missing image, math that MathJax did not typeset, or a console error.
+Needs ``_build/html`` (``jupyter-book build .``) and Debian's ``chromium`` and ``chromium-driver``;
+``scripts/test.sh`` provides all three. A screenshot of every page goes to ``_build/screenshots``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver")
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+SKIP_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static"}
+PAGES = sorted(
+    p.relative_to(HTML).as_posix()
+    for p in HTML.rglob("*.html")
+    if not SKIP_DIRS & set(p.relative_to(HTML).parts)
+) if HTML.exists() else []
+
+WAIT_FOR_MATHJAX = """
+const done = arguments[arguments.length - 1];
+if (!window.MathJax || !MathJax.startup) { done("no MathJax"); return; }
+MathJax.startup.promise.then(() => done("ok"), (e) => done("MathJax failed: " + e));
+"""
+
+PAGE_REPORT = """
+const imgs = Array.from(document.images);
+const math = Array.from(document.querySelectorAll(".math"));
+return {
+  text: document.body.innerText.trim().length,
+  brokenImages: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+  math: math.length,
+  untypeset: math.filter(m => !m.querySelector("mjx-container")).map(m => m.textContent.slice(0, 80)),
+  mathErrors: document.querySelectorAll("mjx-merror").length,
+};
+"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").exists():
+        pytest.fail(f"no built book in {HTML}: run `jupyter-book build .` first")
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver_path):
+        pytest.fail("headless Chromium needs Debian's chromium and chromium-driver (scripts/test.sh installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-quic", "--no-first-run", "--window-size=1280,2000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_script_timeout(60)
+    driver.set_page_load_timeout(60)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def test_the_book_has_pages():
+    assert "chapters/01-heat-cfl.html" in PAGES, f"missing chapter pages in {HTML}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders(server, browser, page):
+    browser.get_log("browser")  # forget what earlier pages logged
+    browser.get(f"{server}/{page}")
+    mathjax = browser.execute_async_script(WAIT_FOR_MATHJAX)
+    report = browser.execute_script(PAGE_REPORT)
+    browser.save_screenshot(str(SHOTS / (page.replace("/", "__").removesuffix(".html") + ".png")))
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert report["text"] > 100, f"{page} is blank"
+    assert not report["brokenImages"], f"{page}: images did not load: {report['brokenImages']}"
+    if report["math"]:
+        assert mathjax == "ok", f"{page}: {mathjax}"
+        assert not report["untypeset"], f"{page}: math not typeset: {report['untypeset'][:3]}"
+        assert report["mathErrors"] == 0, f"{page}: MathJax reported errors"
+    assert not errors, f"{page}: console errors: {errors}"

@@ -1,0 +1,43 @@
+"""Every chapter .md (the source) has a paired, executed .ipynb with the same cells."""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+SOURCES = sorted(CHAPTERS.glob("[0-9][0-9]-*.md"))
+TOC = (CHAPTERS.parent / "_toc.yml").read_text()
+
+
+def _cells(notebook):
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", ()))) for c in notebook.cells]
+
+
+def test_there_are_chapters():
+    assert SOURCES, "no chapters found"
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.name)
+def test_pair_is_in_sync(md):
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{md.name} has no paired notebook: run scripts/execute_chapters.py {md}"
+    assert _cells(jupytext.read(md)) == _cells(jupytext.read(ipynb)), (
+        f"{ipynb.name} is out of sync with {md.name}: run scripts/execute_chapters.py {md}"
+    )
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.name)
+def test_notebook_holds_outputs_of_a_full_execution(md):
+    notebook = jupytext.read(md.with_suffix(".ipynb"))
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{md.name}: not executed top to bottom in one kernel"
+    for cell in code:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"{md.name}: a cell raised {errors[0]['ename']}"
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.name)
+def test_chapter_is_in_the_table_of_contents(md):
+    assert f"chapters/{md.stem}" in TOC

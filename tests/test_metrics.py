@@ -1,0 +1,33 @@
+"""RelL1 between twin runs."""
+
+import numpy as np
+import pytest
+import torch
+
+from pdeeos.metrics import rel_l1
+
+
+def test_rel_l1_of_equal_arrays_is_zero_and_of_opposite_is_two():
+    a = np.array([1.0, -2.0, 3.0])
+    assert rel_l1(a, a) == 0.0
+    assert rel_l1(a, -a) == 2.0
+
+
+def test_rel_l1_matches_the_definition_and_accepts_tensors():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(50), rng.standard_normal(50)
+    expected = 2 / 50 * sum(abs(x - y) / (abs(x) + abs(y)) for x, y in zip(a, b))
+    assert rel_l1(a, b) == pytest.approx(expected, rel=1e-12)
+    assert rel_l1(torch.tensor(a), torch.tensor(b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_rel_l1_counts_joint_zeros_as_zero_and_nonfinite_as_nan():
+    assert rel_l1(np.zeros(3), np.zeros(3)) == 0.0
+    assert np.isnan(rel_l1(np.array([1.0, np.inf]), np.array([1.0, 2.0])))
+
+
+def test_rel_l1_rejects_mismatched_or_empty():
+    with pytest.raises(ValueError, match="shape"):
+        rel_l1(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="element"):
+        rel_l1(np.zeros(0), np.zeros(0))

@@ -1,0 +1,90 @@
+"""Stored runs, provenance, the experiment registry and the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pdeeos import cli, config, experiments, results
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_scales_are_checked(monkeypatch):
+    assert config.check_scale("book") == "book"
+    with pytest.raises(ValueError, match="scale"):
+        config.check_scale("huge")
+    monkeypatch.setenv(config.SCALE_ENV, "ci")
+    assert config.chapter_scale() == "ci"
+    monkeypatch.setenv(config.SCALE_ENV, "nope")
+    with pytest.raises(ValueError, match="nope"):
+        config.chapter_scale()
+
+
+def test_save_and_load_round_trip_with_provenance(root):
+    prov = results.provenance(scale="ci", device="cpu", dtype="float64", wall_time_s=1.25)
+    for key in ("git_commit", "device", "torch", "dtype", "scale", "wall_time_s", "date"):
+        assert prov[key] not in ("", None)
+    results.save_run(results.run_dir("demo", "ci"), experiment="demo", config={"n": 3},
+                     arrays={"x": np.arange(3.0)}, summary={"mean": np.float64(1.0)}, provenance=prov)
+    run = results.load_run("demo")
+    assert run.scale == "ci" and run.config == {"n": 3} and run.summary == {"mean": 1.0}
+    np.testing.assert_array_equal(run.arrays["x"], np.arange(3.0))
+    assert "demo at scale 'ci'" in run.describe()
+
+
+def test_load_run_prefers_the_largest_scale_and_ignores_incomplete_runs(root):
+    prov = results.provenance(scale="ci", device="cpu", dtype="float32", wall_time_s=0)
+    for scale in ("ci", "book"):
+        results.save_run(results.run_dir("demo", scale), experiment="demo", config={"s": scale},
+                         arrays={}, summary={}, provenance=prov | {"scale": scale})
+    (results.run_dir("demo", "paper") / "data.npz").parent.mkdir(parents=True)
+    (results.run_dir("demo", "paper") / "data.npz").write_bytes(b"partial")  # no run.json: incomplete
+    assert results.stored_scales("demo") == ["ci", "book"]
+    assert results.load_run("demo").scale == "book"
+    with pytest.raises(FileNotFoundError, match="--scale paper"):
+        results.load_run("demo", "paper")
+    with pytest.raises(FileNotFoundError, match="python -m pdeeos run other"):
+        results.load_run("other")
+
+
+def test_atomic_write_leaves_no_temporary_files(root):
+    target = root / "a" / "file.bin"
+    results.atomic_write_bytes(target, b"one")
+    results.atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_checkpoint_round_trip(root):
+    path = root / "ckpt" / "state.pt"
+    assert results.load_checkpoint(path) is None
+    results.save_checkpoint(path, {"step": 7, "x": np.ones(2)})
+    state = results.load_checkpoint(path)
+    assert state["step"] == 7
+
+
+def test_registry_finds_the_heat_experiment_and_rejects_unknown_names():
+    assert "heat-cfl" in experiments.registry()
+    with pytest.raises(KeyError, match="heat-cfl"):
+        experiments.get("no-such-experiment")
+    with pytest.raises(ValueError, match="no 'paper' scale"):
+        experiments.get("heat-cfl").config("paper")
+
+
+def test_cli_run_list_and_show(root, capsys):
+    assert cli.main(["run", "heat-cfl", "--scale", "ci", "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "heat-cfl at scale 'ci'" in out
+    record = json.loads((root / "heat-cfl" / "ci" / "run.json").read_text())
+    assert record["provenance"]["scale"] == "ci"
+    assert record["summary"]["max_abs_critical_r_error"] <= record["summary"]["r_resolution"]
+    assert cli.main(["list"]) == 0
+    assert "stored ci" in capsys.readouterr().out
+    assert cli.main(["show", "heat-cfl"]) == 0
+    assert cli.main(["run", "missing-experiment"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
