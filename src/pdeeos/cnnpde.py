@@ -1,0 +1,409 @@
+r"""The gradient-descent PDE of the one-layer CNN (paper §5.1, §5.4) and its forward-Euler scheme.
+
+The network is :math:`f(I) = s\bigl(\tfrac{1}{M^2}\sum_x r(K \star I)(x)\bigr)` with :math:`\star` the
+valid cross-correlation (``M = N - w + 1`` output positions per side), :math:`r(x) = x\,s(\beta x)` the
+Swish activation, :math:`s` the sigmoid and mean pooling, as in the official code. With one image of
+label :math:`y` the loss is :math:`L(K) = \ell(y, \hat y) + \tfrac{\alpha}{2}\|K\|^2` (binary
+cross-entropy), and its gradient (Thm 5.1, windowed as in eq. 8) is
+
+.. math:: \nabla_K L = (\hat y - y)\,\tfrac{1}{M^2}\, r'(K \star I) \star I + \alpha K .
+
+Forward Euler with step :math:`\Delta t` and the floating-point perturbation factor :math:`k` of the
+official code gives :math:`K^{n+1} = K^n - (k\Delta t)\,(\nabla_K L(K^n)/k)`; :math:`k = 1` is plain
+gradient descent and every :math:`k` is the same scheme in exact arithmetic.
+
+Both correlations are done with batched FFTs (``method="fft"``) or with ``torch.nn.functional.conv2d``
+(``method="direct"``), a second, mathematically equal implementation. :func:`simulate` advances a batch
+of step sizes (and perturbation factors) at once and never raises mid-sweep: a run that blows up just
+carries non-finite numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pdeeos.metrics import rel_l1
+
+__all__ = [
+    "REGIMES",
+    "RUN_CLASSES",
+    "Trajectory",
+    "checkerboard",
+    "classify",
+    "hessian",
+    "loss_and_grad",
+    "official_kernel",
+    "rel_l1_over_iterations",
+    "sharpness",
+    "sharpness_along",
+    "simulate",
+    "swish",
+    "swish_derivative",
+    "swish_second_derivative",
+]
+
+REGIMES: tuple[str, ...] = ("activated", "transitioning", "not activated")
+"""Table 3's regimes, in the order of :attr:`Trajectory.regimes`' last axis."""
+
+METHODS: tuple[str, ...] = ("fft", "direct")
+
+
+# ----------------------------------------------------------------------------- data of the paper
+
+
+def checkerboard(n: int = 256, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The paper's ``n x n`` input: -1 where ``m + n`` is even, +1 otherwise."""
+    if n < 1:
+        raise ValueError(f"n must be a positive integer; got {n!r}")
+    idx = torch.arange(n)
+    return torch.where((idx[:, None] + idx[None, :]) % 2 == 0, -1.0, 1.0).to(dtype)
+
+
+def official_kernel(w: int = 32, seed: int = 7) -> torch.Tensor:
+    """The official scripts' initial kernel: ``np.random.seed(seed)`` then ``randn(1, 1, w, w)``, float64."""
+    if w < 1:
+        raise ValueError(f"w must be a positive integer; got {w!r}")
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, 1, w, w)[0, 0])
+
+
+# ----------------------------------------------------------------------------- the activation
+
+
+def swish(x: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Swish :math:`r(x) = x\, s(\beta x)`."""
+    return x * torch.sigmoid(beta * x)
+
+
+def swish_derivative(x: torch.Tensor, beta: float) -> torch.Tensor:
+    r""":math:`r'(x) = s(\beta x) + \beta x\, s(\beta x)(1 - s(\beta x))`."""
+    s = torch.sigmoid(beta * x)
+    return s + beta * x * s * (1 - s)
+
+
+def swish_second_derivative(x: torch.Tensor, beta: float) -> torch.Tensor:
+    r""":math:`r''(x) = \beta\, s(1 - s)\,[2 + \beta x (1 - 2s)]` with :math:`s = s(\beta x)`."""
+    s = torch.sigmoid(beta * x)
+    return beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s))
+
+
+# ----------------------------------------------------------------------------- correlations
+
+
+class _Correlator:
+    r"""Valid cross-correlations with one fixed image, batched over kernels.
+
+    ``forward``: :math:`C[m] = \sum_i K[i]\, I[m + i]` (``(B, w, w) -> (B, M, M)``);
+    ``adjoint``: :math:`G[i] = \sum_m E[m]\, I[m + i]` (``(B, M, M) -> (B, w, w)``), the transpose of
+    ``forward``. The FFT method writes a correlation with an ``n x n`` array ``x`` as the circular
+    convolution of the flipped ``x`` with the image, read from offset ``n - 1``; valid indices never wrap.
+    """
+
+    def __init__(self, image: torch.Tensor, w: int, method: str) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        self.image, self.w, self.method = image, w, method
+        self.size = tuple(image.shape)
+        self.out = (self.size[0] - w + 1, self.size[1] - w + 1)
+        if method == "fft":
+            self.image_hat = torch.fft.rfft2(image)
+
+    def _circular(self, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """Pruned FFTs: transform only the rows of ``x`` that are non-zero, invert only the rows kept."""
+        (n0, n1), r0, c0 = self.size, x.shape[-2] - 1, x.shape[-1] - 1
+        x_hat = torch.fft.fft(torch.fft.rfft(x.flip(-2, -1), n=n1, dim=-1), n=n0, dim=-2)
+        partial = torch.fft.ifft(x_hat * self.image_hat, dim=-2)[..., r0:r0 + rows, :]
+        return torch.fft.irfft(partial, n=n1, dim=-1)[..., c0:c0 + cols]
+
+    def _direct(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.image[None, None], x[:, None])[0]
+
+    def forward(self, kernels: torch.Tensor) -> torch.Tensor:
+        if self.method == "fft":
+            return self._circular(kernels, *self.out)
+        return self._direct(kernels)
+
+    def adjoint(self, maps: torch.Tensor) -> torch.Tensor:
+        if self.method == "fft":
+            return self._circular(maps, self.w, self.w)
+        return self._direct(maps)
+
+
+def _check_image_kernel(image: torch.Tensor, kernel: torch.Tensor) -> None:
+    for name, t in (("image", image), ("kernel", kernel)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D torch tensor; got {getattr(t, 'shape', type(t))}")
+    if kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(f"kernel must be square; got shape {tuple(kernel.shape)}")
+    if kernel.shape[0] > min(image.shape):
+        raise ValueError(f"kernel ({kernel.shape[0]}x{kernel.shape[0]}) is larger than image {tuple(image.shape)}")
+
+
+def _check_model(y: float, alpha: float, beta: float) -> None:
+    if not 0.0 <= y <= 1.0:
+        raise ValueError(f"y must be a label in [0, 1]; got {y!r}")
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be finite and >= 0; got {alpha!r}")
+    if not (np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be finite and > 0; got {beta!r}")
+
+
+def _loss_grad(kernels: torch.Tensor, corr: _Correlator, y: float, alpha: float,
+               beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Batched loss, gradient (Thm 5.1) and pre-activation :math:`K \star I` of every kernel.
+
+    The cross-entropy is written :math:`\mathrm{softplus}(z) - yz` with :math:`z` the pooled activation.
+    """
+    pre = corr.forward(kernels)
+    z = swish(pre, beta).mean(dim=(-2, -1))
+    loss = F.softplus(z) - y * z + 0.5 * alpha * kernels.square().sum(dim=(-2, -1))
+    error = (torch.sigmoid(z) - y) / (pre.shape[-2] * pre.shape[-1])
+    grad = corr.adjoint(error[:, None, None] * swish_derivative(pre, beta)) + alpha * kernels
+    return loss, grad, pre
+
+
+def loss_and_grad(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: float = 20.0,
+                  beta: float = 1.0, method: str = "fft") -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Loss :math:`\ell(y, \hat y) + \tfrac{\alpha}{2}\|K\|^2` and its gradient
+    :math:`(\hat y - y)\tfrac{1}{M^2} r'(K\star I)\star I + \alpha K` for one ``w x w`` kernel.
+
+    Computed in the common dtype of ``kernel`` and ``image``.
+    """
+    _check_image_kernel(image, kernel)
+    _check_model(y, alpha, beta)
+    dtype = torch.promote_types(kernel.dtype, image.dtype)
+    corr = _Correlator(image.to(dtype), kernel.shape[0], method)
+    loss, grad, _ = _loss_grad(kernel.to(dtype)[None], corr, y, alpha, beta)
+    return loss[0], grad[0]
+
+
+# ----------------------------------------------------------------------------- Hessian and sharpness
+
+
+def _patch_gram(corr: _Correlator, weights: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    r"""Weighted patch Gram matrix :math:`\sum_x d(x)\, P_x P_x^\top` (``w² x w²``), ``chunk`` rows at a time.
+
+    Row ``a`` is the correlation :math:`(d\, I[\cdot + a]) \star I`, done with FFTs.
+    """
+    w, image = corr.w, corr.image
+    patches = image.unfold(0, corr.out[0], 1).unfold(1, corr.out[1], 1).reshape(w * w, *corr.out)
+    rows = [corr.adjoint(weights * patches[i:i + chunk]).reshape(-1, w * w) for i in range(0, w * w, chunk)]
+    return torch.cat(rows)
+
+
+def hessian(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: float = 20.0,
+            beta: float = 1.0) -> torch.Tensor:
+    r"""The exact ``w² x w²`` Hessian of the loss (row-major flattening of the kernel).
+
+    With :math:`z = \tfrac{1}{M^2}\sum_x r(C(x))`, :math:`C = K \star I`, :math:`P_x` the patch of
+    :math:`I` at :math:`x` and :math:`g = \nabla_K z = \tfrac{1}{M^2}\sum_x r'(C(x)) P_x`,
+
+    .. math:: \nabla^2 L = s'(z)\, g g^\top + \frac{s(z) - y}{M^2} \sum_x r''(C(x))\, P_x P_x^\top
+              + \alpha \mathrm{Id}.
+    """
+    _check_image_kernel(image, kernel)
+    _check_model(y, alpha, beta)
+    dtype = torch.promote_types(kernel.dtype, image.dtype)
+    kernel, w = kernel.to(dtype), kernel.shape[0]
+    corr = _Correlator(image.to(dtype), w, "fft")
+    pre = corr.forward(kernel[None])[0]
+    positions = pre.numel()
+    z = swish(pre, beta).mean()
+    g = corr.adjoint(swish_derivative(pre, beta)[None])[0].reshape(-1) / positions
+    s = torch.sigmoid(z)
+    return (s * (1 - s) * torch.outer(g, g)
+            + (s - y) / positions * _patch_gram(corr, swish_second_derivative(pre, beta))
+            + alpha * torch.eye(w * w, dtype=dtype))
+
+
+def sharpness(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: float = 20.0,
+              beta: float = 1.0) -> float:
+    r"""Largest eigenvalue :math:`\lambda_{\max}(\nabla^2 L)` of the exact Hessian (``eigvalsh``)."""
+    return float(torch.linalg.eigvalsh(hessian(kernel, image, y=y, alpha=alpha, beta=beta))[-1])
+
+
+def sharpness_along(kernels: np.ndarray | torch.Tensor, image: torch.Tensor, *, y: float = 1.0,
+                    alpha: float = 20.0, beta: float = 1.0, rtol: float = 1e-10, chunk: int = 64) -> np.ndarray:
+    r"""Exact :math:`\lambda_{\max}(\nabla^2 L)` for every kernel of a stack ``(..., w, w)``, via the patch basis.
+
+    Write the patch matrix as :math:`P = U \Sigma V^\top` with rank ``r`` (singular values below
+    ``rtol`` times the largest dropped). The Hessian is :math:`\alpha\,\mathrm{Id}` on the complement of
+    :math:`V` and :math:`\alpha + S` on it, with the ``r x r`` matrix
+
+    .. math:: S = s'(z)\, (V^\top g)(V^\top g)^\top
+              + \frac{s(z) - y}{M^2}\, \Sigma\, U^\top \mathrm{diag}(r''(C))\, U\, \Sigma,
+
+    so the sharpness is :math:`\alpha + \lambda_{\max}(S)` (at least :math:`\alpha` when ``r < w²``).
+    For the checkerboard ``r = 1`` and a trajectory costs two FFTs per kernel. Non-finite kernels get ``nan``.
+    """
+    stack = torch.as_tensor(kernels, dtype=torch.float64)
+    _check_image_kernel(image, stack.reshape(-1, *stack.shape[-2:])[0])
+    _check_model(y, alpha, beta)
+    w = stack.shape[-1]
+    corr = _Correlator(image.to(torch.float64), w, "fft")
+    gram_values, gram_vectors = torch.linalg.eigh(_patch_gram(corr, torch.ones(corr.out, dtype=torch.float64)))
+    keep = gram_values > rtol * gram_values[-1]
+    basis, sigma = gram_vectors[:, keep], gram_values[keep].sqrt()
+    left = corr.forward(basis.T.reshape(-1, w, w)) / sigma[:, None, None]          # U, (r, M, M)
+    flat = stack.reshape(-1, w, w)
+    top = torch.full((flat.shape[0],), float("nan"), dtype=torch.float64)
+    finite = torch.isfinite(flat).all(dim=(-2, -1)).nonzero().flatten()
+    for idx in finite.split(chunk):
+        pre = corr.forward(flat[idx])
+        positions = pre.shape[-2] * pre.shape[-1]
+        s = torch.sigmoid(swish(pre, beta).mean(dim=(-2, -1)))[:, None, None]
+        g = corr.adjoint(swish_derivative(pre, beta)).reshape(-1, w * w) / positions @ basis    # V^T g
+        inner = torch.einsum("tmn,imn,jmn->tij", swish_second_derivative(pre, beta), left, left)
+        small = (s * (1 - s) * g[:, :, None] * g[:, None, :]
+                 + (s - y) / positions * sigma[:, None] * inner * sigma[None, :])
+        top[idx] = alpha + torch.linalg.eigvalsh(small)[:, -1]
+    if basis.shape[1] < w * w:
+        top = torch.maximum(top, torch.tensor(float(alpha), dtype=torch.float64))
+    return top.numpy().reshape(stack.shape[:-2])
+
+
+# ----------------------------------------------------------------------------- the scheme
+
+
+@dataclass
+class Trajectory:
+    """Result of :func:`simulate`; ``...`` is ``(len(dts),)`` for one ``k`` and ``(len(k), len(dts))`` for several.
+
+    ``loss[..., n]`` is :math:`L(K^n)` (before step ``n + 1``, as the official script records it);
+    ``kernels`` the final kernels :math:`K^{steps}`; ``regimes[..., n, j]`` the fraction of output
+    positions of :math:`K^n \\star I` in regime :data:`REGIMES` ``[j]``; ``history[..., j, :, :]`` the
+    kernel at iteration ``history_steps[j]`` (empty unless ``record_every`` was given).
+    """
+
+    dts: np.ndarray
+    k: np.ndarray
+    loss: np.ndarray
+    kernels: np.ndarray
+    regimes: np.ndarray
+    history: np.ndarray
+    history_steps: np.ndarray
+
+
+def _as_batch(values: float | Sequence[float], name: str, *, minimum: float, strict: bool) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim > 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a number or a non-empty 1-D sequence; got shape {arr.shape}")
+    bad = ~np.isfinite(arr) | ((arr <= minimum) if strict else (arr < minimum))
+    if bad.any():
+        raise ValueError(f"{name} must be finite and {'>' if strict else '>='} {minimum}; got {values!r}")
+    return arr
+
+
+def _regime_fractions(pre: torch.Tensor, beta: float, threshold: float) -> torch.Tensor:
+    """Fractions of positions with :math:`\\beta C > t`, :math:`|\\beta C| \\le t`, :math:`\\beta C < -t`."""
+    x = beta * pre
+    on = (x > threshold).double().mean(dim=(-2, -1))
+    off = (x < -threshold).double().mean(dim=(-2, -1))
+    return torch.stack([on, 1 - on - off, off], dim=-1)
+
+
+def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[float], *,
+             alpha: float = 20.0, beta: float = 1.0, steps: int = 1000, k: float | Sequence[float] = 1,
+             y: float = 1.0, dtype: torch.dtype = torch.float64, method: str = "fft",
+             record_every: int | None = None, regime_threshold: float = 3.0) -> Trajectory:
+    r"""Run :math:`K^{n+1} = K^n - (k\Delta t)(\nabla_K L(K^n)/k)` from ``kernel0`` for every ``Δt`` in ``dts``
+    (and every ``k``, when ``k`` is a sequence) in one batch, ``steps`` iterations, in ``dtype``.
+
+    ``regime_threshold`` ``t`` sorts output positions into Table 3's regimes by :math:`\beta(K\star I)`:
+    activated above ``t``, not activated below ``-t``, transitioning in between (for ``t = 3``,
+    :math:`|r' - \mathbb{1}_{x>0}| < 0.09` outside the band).
+    """
+    _check_image_kernel(image, kernel0)
+    _check_model(y, alpha, beta)
+    dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True)
+    k_arr = _as_batch(k, "k", minimum=1.0, strict=False)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if record_every is not None and (isinstance(record_every, bool) or record_every < 1):
+        raise ValueError(f"record_every must be a positive integer or None; got {record_every!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    ks, steps_dt = np.meshgrid(np.atleast_1d(k_arr), np.atleast_1d(dt_arr), indexing="ij")
+    scale = torch.tensor((ks * steps_dt).ravel(), dtype=dtype)[:, None, None]
+    divisor = torch.tensor(ks.ravel(), dtype=dtype)[:, None, None]
+    corr = _Correlator(image.to(dtype), kernel0.shape[0], method)
+    chunk = _CHUNK if method == "fft" else scale.shape[0]
+    runs = [_evolve(corr, kernel0.to(dtype), scale[i:i + chunk], divisor[i:i + chunk], steps=steps,
+                    y=y, alpha=alpha, beta=beta, record_every=record_every, threshold=regime_threshold)
+            for i in range(0, scale.shape[0], chunk)]
+    losses, kernels, regimes, history = (torch.cat(parts) for parts in zip(*runs))
+    shape = ks.shape if np.ndim(k_arr) else (dt_arr.size,)
+    w = kernel0.shape[0]
+    return Trajectory(
+        dts=np.atleast_1d(dt_arr), k=k_arr,
+        loss=losses.double().numpy().reshape(*shape, steps),
+        kernels=kernels.double().numpy().reshape(*shape, w, w),
+        regimes=regimes.numpy().reshape(*shape, steps, len(REGIMES)),
+        history=history.double().numpy().reshape(*shape, -1, w, w),
+        history_steps=np.arange(0, steps + 1, record_every or steps + 1)[:history.shape[1]],
+    )
+
+
+_CHUNK = 1
+"""Runs the FFT method advances together. One at a time keeps the FFT work in cache (about 3x faster than
+one batch of 16 here) and makes each run's bits independent of its batch: batched element-wise kernels
+round the elements at vector and thread boundaries differently, so a run's last bit would depend on its
+neighbours. The direct method advances the whole batch at once: ``conv2d`` with one output channel is
+several times slower per run than with many."""
+
+
+def _evolve(corr: _Correlator, kernel0: torch.Tensor, scale: torch.Tensor, divisor: torch.Tensor, *,
+            steps: int, y: float, alpha: float, beta: float, record_every: int | None,
+            threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Advance one chunk of runs; return losses ``(B, steps)``, final kernels, regimes, history ``(B, S, w, w)``."""
+    kernels = kernel0.expand(scale.shape[0], -1, -1).clone()
+    losses, regimes, history = [], [], []
+    for n in range(steps):
+        if record_every is not None and n % record_every == 0:
+            history.append(kernels)
+        loss, grad, pre = _loss_grad(kernels, corr, y, alpha, beta)
+        losses.append(loss)
+        regimes.append(_regime_fractions(pre, beta, threshold))
+        kernels = kernels - scale * (grad / divisor)
+    if record_every is not None and steps % record_every == 0:
+        history.append(kernels)
+    recorded = torch.stack(history, dim=1) if history else kernels.new_empty(kernels.shape[0], 0, *kernels.shape[1:])
+    return torch.stack(losses, dim=-1), kernels, torch.stack(regimes, dim=1), recorded
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
+"""The three behaviours of a run (paper §5.4), in the order of :func:`classify`'s codes."""
+
+
+def classify(loss: np.ndarray, *, window: int = 200, rtol: float = 1e-9) -> np.ndarray:
+    r"""Code (index into :data:`RUN_CLASSES`) of each loss history ``(..., steps)``.
+
+    * blow-up: the last loss is not finite or not below the first (no progress: the weight-decay
+      modes, amplified by :math:`|1 - \alpha\Delta t|`, do not decay);
+    * stable: the loss has settled, :math:`\max_{n \ge steps - window} |L_n - L_{end}| \le rtol\,|L_{end}|`;
+    * restrained: bounded and below the start, but still moving.
+    """
+    loss = np.asarray(loss, dtype=np.float64)
+    if loss.ndim < 1 or loss.shape[-1] <= window:
+        raise ValueError(f"loss must have more than window={window} iterations on its last axis; got {loss.shape}")
+    end = loss[..., -1]
+    blow_up = ~np.isfinite(end) | ~(end < loss[..., 0])
+    with np.errstate(invalid="ignore"):
+        spread = np.max(np.abs(loss[..., -window:] - end[..., None]), axis=-1)
+        settled = spread <= rtol * np.abs(end)
+    return np.where(blow_up, 2, np.where(settled, 0, 1))
+
+
+def rel_l1_over_iterations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`pdeeos.metrics.rel_l1` between two kernel histories ``(..., T, w, w)``, per leading index."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim < 3:
+        raise ValueError(f"a and b must be kernel stacks (..., w, w) of one shape; got {a.shape} and {b.shape}")
+    flat = [rel_l1(x, y) for x, y in zip(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))]
+    return np.array(flat).reshape(a.shape[:-2])

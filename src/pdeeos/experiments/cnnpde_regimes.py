@@ -1,0 +1,64 @@
+"""``cnnpde-regimes``: where the one-layer CNN PDE turns restrained and where it blows up, and how two
+equal implementations of it drift apart.
+
+A grid of step sizes (finer near the two boundaries), each run classified stable / restrained / blow-up by
+:func:`pdeeos.cnnpde.classify`; and, at the paper's eight step sizes, the RelL1 distance over iterations
+between the FFT scheme in float64 and (i) the same scheme by direct convolution, (ii) the FFT scheme in
+float32 (the official protocol: 256x256 checkerboard, 32x32 kernel, alpha = 20, beta = 1, 1000 steps;
+the twins run ``twin_steps`` iterations, as direct convolution is slow).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pdeeos import cnnpde
+from pdeeos.experiments import Experiment, RunContext, RunOutput
+
+
+def run(ctx: RunContext) -> RunOutput:
+    """Classify the fine grid; measure the implementation and precision twins."""
+    cfg = ctx.config
+    torch.set_num_threads(cfg["threads"])
+    image, kernel0 = cnnpde.checkerboard(cfg["image"]), cnnpde.official_kernel(cfg["kernel"])
+    model = {"alpha": cfg["alpha"], "beta": cfg["beta"], "steps": cfg["steps"]}
+    fine = np.unique(np.round(np.concatenate([np.arange(*grid) for grid in cfg["dt_grids"]]), 6))
+    losses = np.concatenate([cnnpde.simulate(image, kernel0, part, **model).loss
+                             for part in ctx.progress(np.array_split(fine, 8), desc="fine grid")])
+    twins = {}
+    for name, options in ctx.progress({"fft": {}, "direct": {"method": "direct"},
+                                       "float32": {"dtype": torch.float32}}.items(), desc="twins"):
+        twins[name] = cnnpde.simulate(image, kernel0, cfg["dts"], record_every=1, **options,
+                                      **(model | {"steps": cfg["twin_steps"]}))
+    reference = twins["fft"]
+    return RunOutput(
+        arrays={
+            "fine_dts": fine,
+            "fine_class": cnnpde.classify(losses),
+            "fine_final_loss": losses[:, -1],
+            "dts": np.array(cfg["dts"]),
+            "loss_fft": reference.loss,
+            "loss_direct": twins["direct"].loss,
+            "loss_float32": twins["float32"].loss,
+            "rel_l1_direct": cnnpde.rel_l1_over_iterations(reference.history, twins["direct"].history),
+            "rel_l1_float32": cnnpde.rel_l1_over_iterations(reference.history, twins["float32"].history),
+        },
+        summary={"dt_grids": cfg["dt_grids"]},
+    )
+
+
+_BASE = {"image": 256, "kernel": 32, "alpha": 20.0, "beta": 1.0, "threads": 1,
+         "dts": [0.01, 0.03, 0.05, 0.07, 0.09, 0.1, 0.11, 0.13]}
+
+EXPERIMENT = Experiment(
+    name="cnnpde-regimes",
+    summary="stable/restrained/blow-up boundaries of the one-layer CNN PDE and its implementation twins",
+    chapter="05-one-layer-cnn",
+    configs={
+        "ci": _BASE | {"steps": 300, "twin_steps": 50, "dt_grids": [(0.005, 0.1405, 0.005)]},
+        "book": _BASE | {"steps": 1000, "twin_steps": 150,
+                         "dt_grids": [(0.005, 0.1405, 0.005), (0.025, 0.04, 0.0005), (0.095, 0.1055, 0.001)]},
+    },
+    func=run,
+)
