@@ -1,0 +1,117 @@
+"""Lockstep trainer: App. B bit-identities, bit-exact resume, schedule, Table 1 statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdeeos import models
+from pdeeos.experiments.perturbed_sgd import table1
+from pdeeos.training import LockstepTrainer, Split, TrainConfig, gradient_fluctuation, identical
+
+
+def _splits() -> tuple[Split, Split]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 3, 8, 8, generator=gen)
+    y = torch.randint(0, 10, (48,), generator=gen)
+    return Split(x[:32], y[:32]), Split(x[32:], y[32:])
+
+
+def _trainer(ks: tuple[int, ...], **kwargs) -> LockstepTrainer:
+    torch.manual_seed(0)
+    train, test = _splits()
+    cfg = TrainConfig(ks=ks, batch_size=8, epochs=2, milestones=(1,), **kwargs)
+    return LockstepTrainer(models.resnet(8, width=2), train, test, cfg)
+
+
+def test_app_b_bit_identities() -> None:
+    trainer = _trainer((1, 1, 2, 4, 8, 3))
+    trainer.train()
+    first = trainer.models[0]
+    assert all(identical(first, m) for m in trainer.models[1:5])  # k = 1 twice, k = 2, 4, 8
+    assert not identical(first, trainer.models[5])  # k = 3
+    assert trainer.history.rel_l1[-1][:5] == [0.0] * 5 and trainer.history.rel_l1[-1][5] > 0
+
+
+def test_resume_is_bit_exact(tmp_path: Path) -> None:
+    whole = _trainer((1, 3), fluctuation_batches=1)
+    whole.train()
+    ckpt = tmp_path / "ckpt.pt"
+    _trainer((1, 3), fluctuation_batches=1).train(1, checkpoint=ckpt)  # stopped after epoch 1
+    resumed = _trainer((1, 3), fluctuation_batches=1)
+    resumed.train(checkpoint=ckpt)
+    assert resumed.epoch == 2
+    assert all(identical(a, b) for a, b in zip(whole.models, resumed.models))
+    assert resumed.history == whole.history
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    _trainer((1, 3)).train(1, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="different config"):
+        _trainer((1, 5)).train(checkpoint=ckpt)
+
+
+def test_float64_copies_train_in_float64() -> None:
+    trainer = _trainer((1, 3), dtype="float64")
+    trainer.run_epoch()
+    assert all(p.dtype == torch.float64 for p in trainer.models[1].parameters())
+
+
+def test_step_schedule() -> None:
+    cfg = TrainConfig(lr=0.1, milestones=(40, 80), gamma=0.1)
+    assert [cfg.lr_at(e) for e in (0, 39, 40, 80, 199)] == pytest.approx([0.1, 0.1, 0.01, 1e-3, 1e-3])
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("ks", (1, 0), "k must be an integer"), ("optimizer", "rmsprop", "optimizer must be"),
+    ("dtype", "float16", "dtype must be"), ("lr", -1.0, "lr must be"),
+    ("epochs", 0, "epochs must be"),
+])
+def test_bad_config_raises(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_gradient_fluctuation_leaves_model_untouched() -> None:
+    torch.manual_seed(0)
+    net = models.resnet(8, width=2)
+    before = {n: t.clone() for n, t in net.state_dict().items()}
+    value = gradient_fluctuation(net, _splits()[0], batch_size=8, n_batches=3,
+                                 generator=torch.Generator().manual_seed(0))
+    assert value > 0 and all(torch.equal(before[n], t) for n, t in net.state_dict().items())
+
+
+def test_table1_statistics_use_last_epochs_and_ddof0() -> None:
+    acc = np.zeros((2, 3, 2))  # seeds × epochs × ks
+    acc[:, -2:, :] = [[[90, 92], [90, 92]], [[94, 92], [94, 92]]]
+    table = table1(acc, last=2)
+    assert np.array_equal(table["final_acc"], [[90, 94], [92, 92]])
+    assert np.allclose(table["std_over_k"], [1, 1]) and np.allclose(table["std_over_seeds"], [2, 0])
+
+
+def test_every_experiment_config_makes_a_valid_protocol() -> None:
+    from pdeeos.experiments import registry
+    from pdeeos.experiments.perturbed_sgd import train_config
+
+    variants = [e for name, e in registry().items() if name.startswith("perturbed-sgd")]
+    assert len(variants) == 6
+    for exp in variants:
+        for scale in ("ci", "book", "paper"):
+            cfg = exp.config(scale)
+            assert train_config(cfg, seed=1).ks == tuple(cfg["ks"])
+            if scale != "ci":
+                assert cfg["ks"] == [1, 3, 5, 7, 9, 11] and len(cfg["seeds"]) >= 3
+
+
+def test_lr_threshold_is_the_largest_rate_below_every_amplifying_one() -> None:
+    from pdeeos.experiments.lr_threshold import threshold
+
+    lrs = np.array([0.05, 0.025, 0.0125, 0.00625])
+    assert threshold(lrs, np.array([True, True, False, False])) == 0.0125
+    assert threshold(lrs, np.array([True, False, True, False])) == 0.00625
+    assert threshold(lrs, np.array([False] * 4)) == 0.05
+    assert np.isnan(threshold(lrs, np.array([True] * 4)))
