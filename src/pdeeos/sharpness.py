@@ -1,0 +1,184 @@
+"""Sharpness: the top eigenvalues of the loss Hessian, measured with Hessian-vector products.
+
+The sharpness of a loss :math:`L(\\theta)` at :math:`\\theta` is the largest *algebraic* eigenvalue
+:math:`\\lambda_{\\max}(\\nabla^2 L(\\theta))`. Gradient descent :math:`\\theta_{t+1} = \\theta_t - \\eta
+\\nabla L(\\theta_t)` on the quadratic model of :math:`L` is stable along the top eigenvector iff
+:math:`\\lambda_{\\max} \\le 2/\\eta`.
+
+A Hessian-vector product (HVP) :math:`Hv = \\nabla_\\theta \\langle \\nabla_\\theta L, v \\rangle` costs
+about two gradients (double backward). A full-batch loss that does not fit in memory is given as a
+sequence of callables whose losses *sum* to the full loss (chunks); their HVPs are summed.
+
+Two eigen-solvers on top of the HVP:
+
+* :func:`lanczos` -- the Lanczos iteration with full reorthogonalisation; returns the largest
+  algebraic Ritz values, converged when the residual bound :math:`|\\beta_m s_{m,i}|` is below
+  ``tol`` relative.
+* :func:`power_iteration` -- :math:`v \\leftarrow Hv/\\|Hv\\|` with the Rayleigh quotient as estimate
+  (what PyHessian does). It finds the eigenvalue of largest *magnitude*, which is the sharpness only
+  when no negative eigenvalue is larger in magnitude.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+LossFn = Callable[[], torch.Tensor]
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenvalues (largest first), the number of matrix-vector products used, convergence, and
+    the estimate of the top eigenvalue after each product (``history[m - 1]`` after ``m``)."""
+
+    values: np.ndarray
+    matvecs: int
+    converged: bool
+    history: np.ndarray
+
+    def products_to_reach(self, reference: float, rtol: float) -> int:
+        """Products after which the estimate stays within ``rtol`` of ``reference`` (``ValueError`` if never)."""
+        off = np.flatnonzero(np.abs(self.history - reference) > rtol * abs(reference))
+        if len(off) == len(self.history):
+            raise ValueError(f"rtol: the estimate never came within {rtol:g} of {reference:g}")
+        return int(off[-1] + 2) if len(off) else 1
+
+
+def _as_loss_fns(loss_fn: LossFn | Sequence[LossFn]) -> list[LossFn]:
+    fns = [loss_fn] if callable(loss_fn) else list(loss_fn)
+    if not fns:
+        raise ValueError("loss_fn must be a callable or a non-empty sequence of callables")
+    return fns
+
+
+def _check_params(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    params = list(params)
+    if not params or not all(p.requires_grad for p in params):
+        raise ValueError("params must be a non-empty list of tensors that require grad")
+    return params
+
+
+def hvp(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor],
+        vector: torch.Tensor) -> torch.Tensor:
+    """Flat Hessian-vector product :math:`Hv = \\sum_c \\nabla(\\nabla L_c \\cdot v)` over the chunks."""
+    params = _check_params(params)
+    total = torch.zeros_like(vector)
+    for fn in _as_loss_fns(loss_fn):
+        grads = torch.autograd.grad(fn(), params, create_graph=True)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        hv = torch.autograd.grad(flat @ vector.to(flat.dtype), params)
+        total += torch.cat([h.reshape(-1) for h in hv]).to(total.dtype)
+    return total
+
+
+def hvp_operator(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor]) -> tuple[MatVec, int]:
+    """The map :math:`v \\mapsto Hv` and the dimension :math:`n` of the parameter space."""
+    params = _check_params(params)
+    n = sum(p.numel() for p in params)
+    return (lambda v: hvp(loss_fn, params, v)), n
+
+
+def exact_hessian(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The full :math:`n \\times n` Hessian, one HVP per basis vector (small models only)."""
+    matvec, n = hvp_operator(loss_fn, params)
+    dtype = params[0].dtype
+    hessian = torch.stack([matvec(e) for e in torch.eye(n, dtype=dtype)])
+    return 0.5 * (hessian + hessian.T)
+
+
+def _start_vector(n: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    v = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    return v / torch.linalg.vector_norm(v)
+
+
+def _check_solver_args(n: int, k: int, tol: float, max_iter: int) -> None:
+    if n < 1:
+        raise ValueError(f"n must be positive; got {n}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n = {n}; got {k}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be positive; got {max_iter}")
+
+
+def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: int = 200,
+            dtype: torch.dtype = torch.float64, seed: int = 0) -> EigenResult:
+    """Largest ``k`` algebraic eigenvalues of a symmetric operator by Lanczos.
+
+    Builds the Krylov basis :math:`Q_m` and tridiagonal :math:`T_m = Q_m^\\top H Q_m` (full
+    reorthogonalisation); the Ritz values are the eigenvalues :math:`\\theta_i` of :math:`T_m`, with
+    residual :math:`\\|H y_i - \\theta_i y_i\\| = |\\beta_m s_{m,i}|`. Stops when that residual is
+    below ``tol * |theta_i|`` for the top ``k``, or the Krylov space is exhausted.
+    """
+    _check_solver_args(n, k, tol, max_iter)
+    basis = [_start_vector(n, dtype, seed)]
+    alphas: list[float] = []
+    betas: list[float] = []
+    history: list[float] = []
+    for m in range(1, min(max_iter, n) + 1):
+        w = matvec(basis[-1]).to(dtype)
+        alphas.append(float(w @ basis[-1]))
+        q = torch.stack(basis)
+        w = w - q.T @ (q @ w)
+        w = w - q.T @ (q @ w)   # twice is enough (Kahan)
+        beta = float(torch.linalg.vector_norm(w))
+        theta, s = _ritz(alphas, betas)
+        history.append(theta[-1])
+        top = np.arange(len(theta) - 1, len(theta) - 1 - min(k, m), -1)
+        residual = np.abs(beta * s[-1, top])
+        done = m >= k and np.all(residual <= tol * np.maximum(np.abs(theta[top]), 1e-30))
+        if done or beta == 0.0 or m == n:
+            return EigenResult(theta[::-1][:k], m, True, np.array(history))
+        betas.append(beta)
+        basis.append(w / beta)
+    return EigenResult(theta[::-1][:k], m, False, np.array(history))
+
+
+def _ritz(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigen-decomposition of the Lanczos tridiagonal (ascending values, eigenvectors in columns)."""
+    t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    return np.linalg.eigh(t)
+
+
+def power_iteration(matvec: MatVec, n: int, *, tol: float = 1e-6, max_iter: int = 200,
+                    dtype: torch.dtype = torch.float64, seed: int = 0) -> EigenResult:
+    """Eigenvalue of largest magnitude by power iteration, the Rayleigh quotient :math:`v^\\top Hv`.
+
+    Stops, as PyHessian does, when the estimate changes by less than ``tol`` relative.
+    """
+    _check_solver_args(n, 1, tol, max_iter)
+    v = _start_vector(n, dtype, seed)
+    history: list[float] = []
+    for m in range(1, max_iter + 1):
+        w = matvec(v).to(dtype)
+        history.append(float(w @ v))
+        norm = torch.linalg.vector_norm(w)
+        if norm == 0:
+            return EigenResult(np.array([0.0]), m, True, np.array(history))
+        v = w / norm
+        if m > 1 and abs(history[-1] - history[-2]) <= tol * abs(history[-1]):
+            return EigenResult(np.array(history[-1:]), m, True, np.array(history))
+    return EigenResult(np.array(history[-1:]), max_iter, False, np.array(history))
+
+
+def top_eigenvalues(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], k: int = 1, *,
+                    tol: float = 1e-6, max_iter: int = 200, seed: int = 0) -> EigenResult:
+    """The ``k`` largest algebraic Hessian eigenvalues of ``loss_fn`` at ``params`` (Lanczos)."""
+    matvec, n = hvp_operator(loss_fn, params)
+    return lanczos(matvec, n, k=k, tol=tol, max_iter=max_iter, dtype=params[0].dtype, seed=seed)
+
+
+def top_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], *,
+                   tol: float = 1e-6, max_iter: int = 200) -> float:
+    """The sharpness :math:`\\lambda_{\\max}(\\nabla^2 L)`: largest algebraic Hessian eigenvalue.
+
+    ``loss_fn()`` returns the scalar loss of ``params`` (a list of tensors requiring grad), or is a
+    sequence of such callables whose losses sum to the full loss (full batch in chunks).
+    """
+    return float(top_eigenvalues(loss_fn, params, tol=tol, max_iter=max_iter).values[0])

@@ -1,0 +1,64 @@
+"""Tests of pdeeos.eos_networks on tiny synthetic data (no dataset needed)."""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from pdeeos import eos_networks as en
+
+
+def _tiny_data(n=8, size=6):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, size, size, generator=g, dtype=torch.float64)
+    return x, (torch.arange(n) % 2).double()
+
+
+def test_conv3x3_equals_conv2d_same_padding():
+    x, _ = _tiny_data()
+    k = torch.randn(3, 3, dtype=torch.float64)
+    torch.testing.assert_close(en.conv3x3(x, k), F.conv2d(x, k.view(1, 1, 3, 3), padding=1))
+
+
+def test_convchain_depth_and_output_shape():
+    x, _ = _tiny_data()
+    model = en.ConvChain(3)
+    assert len(list(model.parameters())) == 3
+    assert model(x).shape == (8,)
+    with pytest.raises(ValueError, match="depth"):
+        en.ConvChain(0)
+
+
+def test_train_gd_records_objective_with_weight_decay():
+    x, y = _tiny_data()
+    model = en.ConvChain(1)
+    norm2 = sum((p.detach() ** 2).sum() for p in model.parameters()).item()
+    h = en.train_gd(model, x, y, eta=0.1, steps=3, alpha=2.0, sharpness_every=3)
+    fresh = en.task_loss(en.ConvChain(1), x, y).item() + norm2
+    assert h.loss[0] == pytest.approx(fresh, rel=1e-12)
+    np.testing.assert_array_equal(h.sharpness_steps, [0, 3])
+    assert np.all(h.sharpness > 2.0)   # weight decay adds alpha to every Hessian eigenvalue
+
+
+def test_is_stable():
+    def hist(loss):
+        return en.History(np.array(loss), np.array([]), np.array([]))
+    assert en.is_stable(hist([3.0, 2.0, 1.5, 1.2, 1.1, 1.05]))
+    assert not en.is_stable(hist([3.0, 2.0, 1.5, 1.6, 1.1, 1.2]))
+    assert not en.is_stable(hist([3.0, 2.0, np.inf]))
+
+
+def test_bisection_with_strong_weight_decay_brackets_2_over_alpha():
+    """With alpha far above the data curvature the threshold is just below 2/alpha."""
+    x, y = _tiny_data()
+    alpha = 50.0
+    lo, hi = en.largest_stable_eta(lambda: en.ConvChain(1), x, y, alpha=alpha, lo=0.01, hi=0.05,
+                                   steps=60, rtol_eta=0.01)
+    assert hi - lo <= 0.01 * hi
+    assert 0.9 * 2 / alpha < lo < 2 / alpha <= hi * 1.01
+
+
+def test_bisection_bad_bracket():
+    x, y = _tiny_data()
+    with pytest.raises(ValueError, match="hi"):
+        en.largest_stable_eta(lambda: en.ConvChain(1), x, y, alpha=50.0, lo=0.01, hi=0.02, steps=40)

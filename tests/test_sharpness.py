@@ -1,0 +1,101 @@
+"""Tests of pdeeos.sharpness against exact eigenvalues in float64."""
+
+import numpy as np
+import pytest
+import torch
+
+from pdeeos import sharpness
+
+
+def _quadratic(n: int, seed: int, indefinite: bool):
+    """Loss ½ θᵀAθ with a random symmetric A (known spectrum), and its parameter."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    eig = rng.uniform(-3.0 if indefinite else 0.1, 2.0, n)
+    a = torch.tensor(q @ np.diag(eig) @ q.T)
+    theta = torch.randn(n, dtype=torch.float64, requires_grad=True)
+    return (lambda: 0.5 * theta @ a @ theta), [theta], np.sort(eig)[::-1]
+
+
+@pytest.mark.parametrize("indefinite", [False, True])
+def test_top_eigenvalue_of_quadratic(indefinite):
+    loss, params, eig = _quadratic(60, seed=1, indefinite=indefinite)
+    assert sharpness.top_eigenvalue(loss, params) == pytest.approx(eig[0], rel=1e-6)
+
+
+def test_lanczos_top_k_of_indefinite_quadratic():
+    loss, params, eig = _quadratic(40, seed=2, indefinite=True)
+    result = sharpness.top_eigenvalues(loss, params, k=3, tol=1e-9)
+    assert result.converged
+    np.testing.assert_allclose(result.values, eig[:3], rtol=1e-6)
+
+
+def test_power_iteration_finds_largest_magnitude_not_largest_value():
+    loss, params, eig = _quadratic(30, seed=3, indefinite=True)
+    assert abs(eig[-1]) > eig[0]   # a negative eigenvalue dominates
+    matvec, n = sharpness.hvp_operator(loss, params)
+    power = sharpness.power_iteration(matvec, n, tol=1e-10, max_iter=5000)
+    assert power.values[0] == pytest.approx(eig[-1], rel=1e-4)
+    assert sharpness.top_eigenvalue(loss, params) == pytest.approx(eig[0], rel=1e-6)
+
+
+def _network_loss(w1, w2, idx=slice(None)):
+    """Mean squared error of a 3-5-1 tanh network on fixed random data."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 3, dtype=torch.float64, generator=g)
+    y = torch.randn(20, 1, dtype=torch.float64, generator=g)
+    return 0.5 * ((torch.tanh(x[idx] @ w1) @ w2 - y[idx]) ** 2).sum() / len(x)
+
+
+def _small_network():
+    g = torch.Generator().manual_seed(1)
+    params = [torch.randn(3, 5, dtype=torch.float64, generator=g).requires_grad_(),
+              torch.randn(5, 1, dtype=torch.float64, generator=g).requires_grad_()]
+    return (lambda idx=slice(None): _network_loss(*params, idx)), params
+
+
+def test_network_sharpness_matches_explicit_hessian():
+    loss, params = _small_network()
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    full = torch.autograd.functional.hessian(
+        lambda t: _network_loss(t[:15].reshape(3, 5), t[15:].reshape(5, 1)), flat)
+    top = torch.linalg.eigvalsh(full)[-1].item()
+    assert sharpness.top_eigenvalue(loss, params) == pytest.approx(top, rel=1e-6)
+    torch.testing.assert_close(sharpness.exact_hessian(loss, params), full)
+
+
+def test_chunked_hvp_equals_full_batch_hvp():
+    loss, params = _small_network()
+    chunks = [lambda i=i: loss(slice(i, i + 7)) for i in range(0, 20, 7)]
+    v = torch.randn(20, dtype=torch.float64)
+    torch.testing.assert_close(sharpness.hvp(chunks, params, v), sharpness.hvp(loss, params, v))
+
+
+def test_lanczos_needs_fewer_products_than_power_iteration():
+    loss, params, eig = _quadratic(200, seed=4, indefinite=False)
+    matvec, n = sharpness.hvp_operator(loss, params)
+    lz = sharpness.lanczos(matvec, n, tol=1e-8)
+    pw = sharpness.power_iteration(matvec, n, tol=1e-8, max_iter=5000)
+    assert lz.values[0] == pytest.approx(eig[0], rel=1e-6)
+    assert len(lz.history) == lz.matvecs and len(pw.history) == pw.matvecs
+    assert lz.products_to_reach(eig[0], 1e-4) < pw.products_to_reach(eig[0], 1e-4)
+
+
+def test_products_to_reach_counts_until_estimate_stays_close():
+    result = sharpness.EigenResult(np.array([1.0]), 4, True, np.array([0.5, 1.0, 0.9, 1.0]))
+    assert result.products_to_reach(1.0, 1e-3) == 4
+    assert result.products_to_reach(1.0, 0.2) == 2
+    with pytest.raises(ValueError, match="rtol"):
+        result.products_to_reach(2.0, 1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"k": 0}, "k must"), ({"tol": 0.0}, "tol must"),
+                                           ({"max_iter": 0}, "max_iter must")])
+def test_bad_solver_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sharpness.lanczos(lambda v: v, 5, **kwargs)
+
+
+def test_params_without_grad_raise():
+    with pytest.raises(ValueError, match="params"):
+        sharpness.top_eigenvalue(lambda: torch.zeros(()), [torch.zeros(3)])
