@@ -132,3 +132,19 @@ def test_swish_second_derivative_matches_torch_and_not_paper_eq30():
     paper = S.beta * e * (S.beta * S.x * (1 - e) + 2 * (1 + e)) / (1 + e) ** 3
     assert float(paper.subs({S.beta: 1, S.x: 1})) == pytest.approx(0.484, abs=1e-3)  # the printed formula
     assert S.swish_second_derivative(1.0, 1.0) == pytest.approx(0.30237, abs=1e-5)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_sigmoid_form_is_the_derived_swish(order):
+    """The overflow-free form the CNN chapters evaluate equals the derivation, symbolically and in
+    float64 far into both tails."""
+    form = S.swish_sigmoid_form(order)
+    expr = S.swish_expr() if order == 0 else S.swish_derivative_expr(order)
+    back = form.subs(S.sigma, 1 / (1 + sp.exp(-S.beta * S.x)))
+    assert sp.simplify((back - expr).rewrite(sp.exp)) == 0
+    assert not form.has(sp.exp)
+    v = np.linspace(-30.0, 30.0, 601)
+    f = S.swish_sigmoid_funcs(order)
+    values = f(torch.from_numpy(v), torch.sigmoid(torch.from_numpy(1.3 * v)), 1.3).numpy()
+    reference = {0: S.swish, 1: S.swish_derivative, 2: S.swish_second_derivative}[order](v, 1.3)
+    np.testing.assert_allclose(values, reference, rtol=1e-9, atol=1e-13)

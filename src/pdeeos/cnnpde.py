@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pdeeos import symbolic
 from pdeeos.metrics import rel_l1
 
 __all__ = [
@@ -75,20 +76,19 @@ def official_kernel(w: int = 32, seed: int = 7) -> torch.Tensor:
 
 
 def swish(x: torch.Tensor, beta: float) -> torch.Tensor:
-    r"""Swish :math:`r(x) = x\, s(\beta x)`."""
-    return x * torch.sigmoid(beta * x)
+    r"""Swish :math:`r(x) = x\, s(\beta x)`, from :func:`pdeeos.symbolic.swish_sigmoid_form`."""
+    return symbolic.swish_sigmoid_funcs(0)(x, torch.sigmoid(beta * x), beta)
 
 
 def swish_derivative(x: torch.Tensor, beta: float) -> torch.Tensor:
-    r""":math:`r'(x) = s(\beta x) + \beta x\, s(\beta x)(1 - s(\beta x))`."""
-    s = torch.sigmoid(beta * x)
-    return s + beta * x * s * (1 - s)
+    r""":math:`r'(x) = s\,[1 + \beta x (1 - s)]` with :math:`s = s(\beta x)`, from the SymPy derivation."""
+    return symbolic.swish_sigmoid_funcs(1)(x, torch.sigmoid(beta * x), beta)
 
 
 def swish_second_derivative(x: torch.Tensor, beta: float) -> torch.Tensor:
-    r""":math:`r''(x) = \beta\, s(1 - s)\,[2 + \beta x (1 - 2s)]` with :math:`s = s(\beta x)`."""
-    s = torch.sigmoid(beta * x)
-    return beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s))
+    r""":math:`r''(x) = \beta\, s(1 - s)\,[2 + \beta x (1 - 2s)]` with :math:`s = s(\beta x)`, from the
+    SymPy derivation."""
+    return symbolic.swish_sigmoid_funcs(2)(x, torch.sigmoid(beta * x), beta)
 
 
 # ----------------------------------------------------------------------------- correlations

@@ -41,6 +41,8 @@ __all__ = [
     "swish",
     "swish_derivative",
     "swish_second_derivative",
+    "swish_sigmoid_form",
+    "swish_sigmoid_funcs",
     "symbols",
 ]
 
@@ -50,12 +52,13 @@ POOLINGS: tuple[str, ...] = ("sum", "mean")
 x, beta, y, yhat, z, a, alpha, dt, lam, mu, q = sp.symbols(
     "x beta y \\hat{y} z a alpha \\Delta{t} lambda mu q", real=True)
 d = sp.Symbol("d", positive=True)
+sigma = sp.Symbol("sigma", positive=True)
 
 
 def symbols() -> dict[str, sp.Symbol]:
     """The SymPy symbols the derivations use, by name."""
     return {"x": x, "beta": beta, "y": y, "yhat": yhat, "z": z, "a": a, "alpha": alpha, "dt": dt,
-            "lam": lam, "mu": mu, "q": q, "d": d}
+            "lam": lam, "mu": mu, "q": q, "d": d, "sigma": sigma}
 
 
 # ----------------------------------------------------------------------------- Swish
@@ -73,6 +76,27 @@ def swish_derivative_expr(order: int = 1) -> sp.Expr:
     if order < 1:
         raise ValueError(f"order must be >= 1; got {order}")
     return sp.simplify(sp.diff(swish_expr(), x, order))
+
+
+@cache
+def swish_sigmoid_form(order: int = 0) -> sp.Expr:
+    r""":math:`r^{(k)}(x)` rewritten in :math:`\sigma = s(\beta x) = 1/(1 + e^{-\beta x})`: a polynomial in
+    :math:`x, \beta, \sigma` (:math:`r = x\sigma`, :math:`r' = \sigma[1 + \beta x(1 - \sigma)]`,
+    :math:`r'' = \beta\sigma(1 - \sigma)[2 + \beta x(1 - 2\sigma)]`) that tensors evaluate without overflow."""
+    expr = swish_expr() if order == 0 else swish_derivative_expr(order)
+    expr = expr.rewrite(sp.exp).subs({sp.exp(-beta * x): (1 - sigma) / sigma,
+                                      sp.exp(beta * x): sigma / (1 - sigma)})
+    form = sp.factor(sp.simplify(expr))
+    if form.has(sp.exp):
+        raise RuntimeError(f"r^({order}) did not reduce to a polynomial in the sigmoid: {form}")
+    return form
+
+
+@cache
+def swish_sigmoid_funcs(order: int = 0) -> Callable[..., object]:
+    """:func:`swish_sigmoid_form` as a function ``f(x, sigma, beta)`` of arrays or tensors (only
+    arithmetic operators, so NumPy arrays and torch tensors both work)."""
+    return _lambdify(swish_sigmoid_form(order), (x, sigma, beta))
 
 
 @cache
