@@ -5,7 +5,9 @@ A grid of step sizes (finer near the two boundaries), each run classified stable
 :func:`pdeeos.cnnpde.classify`; and, at the paper's eight step sizes, the RelL1 distance over iterations
 between the FFT scheme in float64 and (i) the same scheme by direct convolution, (ii) the FFT scheme in
 float32 (the official protocol: 256x256 checkerboard, 32x32 kernel, alpha = 20, beta = 1, 1000 steps;
-the twins run ``twin_steps`` iterations, as direct convolution is slow).
+the twins run ``twin_steps`` iterations, as direct convolution is slow). At the eight step sizes, the
+full ``steps``: the class of each run, RelL1 between the :math:`k = 1` and :math:`k = 3` runs (Fig. 5
+right) and the normalised sharpness :math:`\Delta t\,\lambda_{\max}` of every iterate (Fig. 6).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def run(ctx: RunContext) -> RunOutput:
         twins[name] = cnnpde.simulate(image, kernel0, cfg["dts"], record_every=1, **options,
                                       **(model | {"steps": cfg["twin_steps"]}))
     reference = twins["fft"]
+    paper = cnnpde.simulate(image, kernel0, cfg["dts"], k=[1, 3], record_every=1, **model)
+    sharp = cnnpde.sharpness_along(paper.history[0], image, alpha=cfg["alpha"], beta=cfg["beta"])
     return RunOutput(
         arrays={
             "fine_dts": fine,
@@ -43,6 +47,9 @@ def run(ctx: RunContext) -> RunOutput:
             "loss_float32": twins["float32"].loss,
             "rel_l1_direct": cnnpde.rel_l1_over_iterations(reference.history, twins["direct"].history),
             "rel_l1_float32": cnnpde.rel_l1_over_iterations(reference.history, twins["float32"].history),
+            "paper_class": cnnpde.classify(paper.loss[0]),
+            "rel_l1_k3": cnnpde.rel_l1_over_iterations(paper.history[0], paper.history[1]),
+            "normalised_sharpness": np.array(cfg["dts"])[:, None] * sharp,
         },
         summary={"dt_grids": cfg["dt_grids"]},
     )
