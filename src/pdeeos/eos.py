@@ -122,3 +122,20 @@ def outcome(trajectory: np.ndarray, *, tol: float = 1e-8, blowup: float = 1e6) -
     with np.errstate(invalid="ignore", over="ignore"):
         converged = np.abs(1.0 - (last[..., 0] * last[..., 1]) ** 2) < tol
     return np.where(diverged, -1, np.where(converged, 1, 0))
+
+
+def sharpness_concentration(eta: float, *, n: int = 60, steps: int = 20_000) -> dict[str, float]:
+    """Gradient descent at step ``eta`` from an ``n``×``n`` grid of starts whose nearby minima are too
+    sharp (:math:`x_0` from 1.05 to 1.6 times the :math:`x` of the η-EoS minimum, :math:`d_0 = x_0y_0`
+    from 0.1 to 0.9): how many converge or diverge, the largest sharpness :math:`2(x_0^2 + 1/x_0^2)` of
+    the minima next to the starts, and the least and largest final sharpness of the converged runs."""
+    x_eos, _ = eos_minimum(eta)
+    f, d = np.meshgrid(np.linspace(1.05, 1.6, n), np.linspace(0.1, 0.9, n))
+    x0 = f * x_eos
+    last = gd(x0, d / x0, eta, steps, keep=1)
+    result = outcome(last)
+    final = sharpness(last[0, ..., 0], last[0, ..., 1])[result == 1]
+    return {"eta": eta, "2/eta": 2 / eta, "starts": n * n, "converged": int((result == 1).sum()),
+            "diverged": int((result == -1).sum()), "sharpness of nearest minimum (max)": float(sharpness(x0, 1 / x0).max()),
+            "final sharpness min": float(final.min()) if final.size else float("nan"),
+            "final sharpness max": float(final.max()) if final.size else float("nan")}

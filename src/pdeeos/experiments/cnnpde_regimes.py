@@ -1,4 +1,4 @@
-"""``cnnpde-regimes``: where the one-layer CNN PDE turns restrained and where it blows up, and how two
+r"""``cnnpde-regimes``: where the one-layer CNN PDE turns restrained and where it blows up, and how two
 equal implementations of it drift apart.
 
 A grid of step sizes (finer near the two boundaries), each run classified stable / restrained / blow-up by

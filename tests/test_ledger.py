@@ -1,0 +1,78 @@
+"""The claims ledger lists every result the chapters produce, and only results that exist."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pdeeos import bookgen, ledger, results
+from pdeeos.experiments import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+LISTED = {name for claim in ledger.CLAIMS for name in claim.experiments}
+
+
+def test_every_experiment_is_in_the_ledger():
+    missing = set(registry()) - LISTED - {"beltrami-benchmark"}   # a timing, reported on the Reproduce page
+    assert not missing, f"experiments with no row in pdeeos.ledger.CLAIMS: {sorted(missing)}"
+
+
+def test_the_ledger_names_only_real_experiments():
+    unknown = LISTED - set(registry())
+    assert not unknown, f"the ledger names experiments that do not exist: {sorted(unknown)}"
+
+
+def test_every_stored_run_is_in_the_ledger_or_benchmark():
+    stored = {p.parent.parent.name for p in (ROOT / "results").glob("*/*/run.json")}
+    assert stored, "no stored runs found"
+    assert stored <= LISTED | {"beltrami-benchmark"}, sorted(stored - LISTED)
+
+
+@pytest.mark.parametrize("claim", ledger.CLAIMS, ids=lambda c: c.item)
+def test_claim_links_to_a_real_section(claim):
+    source = (ROOT / "chapters" / f"{claim.chapter}.md").read_text()
+    headings = {m.group(1).strip() for m in re.finditer(r"^#{1,4} (.+)$", source, re.MULTILINE)}
+    assert claim.section in headings, f"{claim.item}: chapter {claim.chapter} has no heading {claim.section!r}"
+
+
+def test_rows_of_the_stored_runs():
+    table = ledger.rows()
+    assert len(table) == len(ledger.CLAIMS)
+    for row in table:
+        assert row.verdict in ledger.VERDICTS
+        assert (row.verdict == "not yet run") == (not row.runs), row.claim.item
+        assert {r.experiment for r in row.runs} == (set(row.claim.experiments) if row.runs else set())
+    text = bookgen.ledger_page()
+    assert f"{len(table)} claims" in text and text.count("\n| ") == len(table) + 2  # header, rule, rows
+
+
+def test_without_stored_runs_nothing_is_claimed(tmp_path):
+    table = ledger.rows(tmp_path)
+    assert {row.verdict for row in table} == {"not yet run"}
+    assert all("python -m pdeeos run" in line for line in ledger.markdown(table).splitlines()[2:])
+
+
+def _copy_run(name: str, root: Path) -> Path:
+    source = results.load_run(name)
+    target = results.run_dir(name, source.scale, root)
+    shutil.copytree(source.path, target)
+    return target
+
+
+def test_a_verdict_follows_the_numbers(tmp_path):
+    """Spoil the stored heat-equation run: the same rule must now say 'not reproduced'."""
+    _copy_run("heat-cfl", tmp_path)
+    row = next(r for r in ledger.rows(tmp_path) if r.claim.item == "Fig. 1")
+    assert row.verdict == "reproduced"
+    run = results.load_run("heat-cfl", root=tmp_path)
+    arrays = dict(run.arrays, critical_r=run.arrays["critical_r"] + 0.05)
+    results.save_run(run.path, experiment=run.experiment, config=run.config, arrays=arrays,
+                     summary=run.summary, provenance=run.provenance)
+    row = next(r for r in ledger.rows(tmp_path) if r.claim.item == "Fig. 1")
+    assert row.verdict == "not reproduced"
+
+
+def test_slug_matches_myst():
+    assert ledger.slug("Fig. 5 (left): three regimes in the loss") == "fig-5-left-three-regimes-in-the-loss"
+    assert ledger.slug("Table 1: spread over $k$ against seeds") == "table-1-spread-over--against-seeds"
