@@ -1,5 +1,6 @@
 """Every chapter .md (the source) has a paired, executed .ipynb with the same cells."""
 
+import importlib.util
 from pathlib import Path
 
 import jupytext
@@ -41,3 +42,18 @@ def test_notebook_holds_outputs_of_a_full_execution(md):
 @pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.name)
 def test_chapter_is_in_the_table_of_contents(md):
     assert f"chapters/{md.stem}" in TOC
+
+
+def _setup_cell_source() -> str:
+    spec = importlib.util.spec_from_file_location("setup_cell", CHAPTERS.parent / "scripts" / "setup_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return jupytext.reads(module.cell(), fmt="md:myst").cells[0].source.strip()
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.name)
+def test_first_cell_sets_up_colab(md):
+    first = next(c for c in jupytext.read(md).cells if c.cell_type == "code")
+    assert first.source.strip() == _setup_cell_source(), (
+        f"{md.name}: its first code cell is not the Colab set-up cell: run scripts/setup_cell.py")
+    assert "hide-input" in first.metadata.get("tags", ())

@@ -1,6 +1,9 @@
 """The built book, opened page by page in headless Chromium from a server on 127.0.0.1.
 
-Fails on a blank page, a missing image, math that MathJax did not typeset, or a console error.
+Fails on a blank page, a missing image, an image without alt text, math that MathJax did not typeset, or a
+console error. Also checks what a reader clicks: every chapter's Colab launch button points at that
+chapter's notebook in the repository of ``_config.yml``, the search page finds "CFL", and a hidden
+cell opens when its toggle is clicked.
 Needs ``_build/html`` (``jupyter-book build .``) and Debian's ``chromium`` and ``chromium-driver``;
 ``scripts/test.sh`` provides all three. A screenshot of every page goes to ``_build/screenshots``.
 """
@@ -14,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
@@ -42,6 +46,8 @@ return {
   math: math.length,
   untypeset: math.filter(m => !m.querySelector("mjx-container")).map(m => m.textContent.slice(0, 80)),
   mathErrors: document.querySelectorAll("mjx-merror").length,
+  noAlt: Array.from(document.querySelectorAll("main img"))
+    .filter(i => !i.alt || /\.(png|jpe?g|svg)$/i.test(i.alt.trim())).map(i => i.src),
 };
 """
 
@@ -99,8 +105,54 @@ def test_page_renders(server, browser, page):
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert report["text"] > 100, f"{page} is blank"
     assert not report["brokenImages"], f"{page}: images did not load: {report['brokenImages']}"
+    assert not report["noAlt"], f"{page}: images without alt text: {report['noAlt']}"
     if report["math"]:
         assert mathjax == "ok", f"{page}: {mathjax}"
         assert not report["untypeset"], f"{page}: math not typeset: {report['untypeset'][:3]}"
         assert report["mathErrors"] == 0, f"{page}: MathJax reported errors"
     assert not errors, f"{page}: console errors: {errors}"
+
+
+CHAPTERS = [p for p in PAGES if p.startswith("chapters/")]
+
+
+def _colab_url(page: str) -> str:
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    owner_name = repo["url"].removeprefix("https://github.com/")
+    notebook = page.removesuffix(".html") + ".ipynb"
+    return f"https://colab.research.google.com/github/{owner_name}/blob/{repo['branch']}/{notebook}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_colab_button_opens_this_chapter(server, browser, page):
+    browser.get(f"{server}/{page}")
+    links = {a.get_attribute("href") for a in browser.find_elements("css selector", "a[href*='colab.research.google.com']")}
+    assert links == {_colab_url(page)}, f"{page}: Colab links {links}"
+    assert (ROOT / page.removesuffix(".html")).with_suffix(".ipynb").exists()
+
+
+def test_search_finds_cfl(server, browser):
+    browser.get(f"{server}/search.html?q=CFL")
+    found = browser.execute_async_script("""
+const done = arguments[arguments.length - 1];
+const t0 = Date.now();
+(function poll() {
+  const hits = Array.from(document.querySelectorAll("#search-results li a")).map(a => a.getAttribute("href"));
+  if (hits.length || Date.now() - t0 > 30000) { done(hits); } else { setTimeout(poll, 200); }
+})();""")
+    assert any("01-heat-cfl" in href for href in found), f"searching CFL found {found}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS[:1])
+def test_hidden_cell_opens(server, browser, page):
+    browser.get(f"{server}/{page}")
+    hidden = browser.find_elements("css selector", "details.hide")
+    assert hidden, f"{page}: no hidden cell to toggle"
+    details = hidden[0]
+    assert not details.get_property("open")
+    summary = details.find_element("css selector", "summary")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
+    summary.click()
+    assert details.get_property("open"), f"{page}: the toggle did not open the hidden cell"
+    code = details.find_element("css selector", "pre")
+    assert code.is_displayed() and "pdeeos" in code.text
