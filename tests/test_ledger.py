@@ -76,3 +76,12 @@ def test_a_verdict_follows_the_numbers(tmp_path):
 def test_slug_matches_myst():
     assert ledger.slug("Fig. 5 (left): three regimes in the loss") == "fig-5-left-three-regimes-in-the-loss"
     assert ledger.slug("Table 1: spread over $k$ against seeds") == "table-1-spread-over--against-seeds"
+
+
+def test_generated_pages(tmp_path):
+    bookgen.write_pages(tmp_path)
+    out = tmp_path / "_generated"
+    assert (out / "story.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = (out / "runs.md").read_text()
+    assert all(f"`{name}`" in runs for name in registry())
+    assert "claims:" in (out / "ledger.md").read_text()

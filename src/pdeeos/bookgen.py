@@ -1,16 +1,21 @@
 """Book pages generated from the stored runs at build time (a Sphinx extension).
 
 Listed in ``_config.yml``'s extensions, it writes ``book/_generated/ledger.md`` (the claims ledger of
-:mod:`pdeeos.ledger`) and ``book/_generated/runs.md`` (every experiment, its stored runs and what they
-cost) before Sphinx reads any page; ``book/ledger.md`` and ``book/reproduce.md`` include them.
+:mod:`pdeeos.ledger`), ``book/_generated/runs.md`` (every experiment, its stored runs and what they
+cost) and ``book/_generated/story.png`` (the introduction's figure, chapter 5's Fig. 5 right and Fig. 6
+from the stored ``cnnpde-regimes`` run) before Sphinx reads any page; ``book/ledger.md``,
+``book/reproduce.md`` and ``book/intro.md`` include them.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
-from pdeeos import ledger, results
+import numpy as np
+
+from pdeeos import cnnpde, ledger, results, style
 from pdeeos.config import SCALES
 from pdeeos.experiments import registry
 
@@ -45,13 +50,50 @@ def runs_page(root: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def story_figure(root: Path | None = None) -> bytes:
+    """PNG of the book in one figure: the one-layer CNN's k = 1 and k = 3 twins drift apart exactly in
+    the runs whose normalised sharpness reaches 2 (chapter 5, from the stored ``cnnpde-regimes`` run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    run = results.load_run("cnnpde-regimes", root=root)
+    a = run.arrays
+    names = [cnnpde.RUN_CLASSES[int(c)] for c in a["paper_class"]]
+    colors = {"stable": style.STABLE, "restrained": style.RESTRAINED, "blow-up": style.UNSTABLE}
+    style.use()
+    fig, (left, right) = style.figure(1, 2, width=10, height=3.6)
+    seen: set[str] = set()
+    for dt, name, rel, sharp in zip(a["dts"], names, a["rel_l1_k3"], a["normalised_sharpness"]):
+        if name == "blow-up":
+            continue
+        label = None if name in seen else name
+        seen.add(name)
+        left.semilogy(np.where(rel > 0, rel, np.nan), color=colors[name], linewidth=0.8, label=label)
+        right.plot(sharp[:101], color=colors[name], linewidth=0.8 if name == "restrained" else 1.8, label=label)
+    left.set(xlabel="iteration $n$", ylabel="RelL1 between the $k = 1$ and $k = 3$ runs", ylim=(1e-18, 5),
+             title="last-bit differences: damped or amplified")
+    style.reference_line(right, 2.0, "edge of stability: 2")
+    right.set(xlabel="iteration $n$", ylabel=r"$\Delta t\,\lambda_{\max}(\nabla^2 L)$", ylim=(0, 8),
+              title="normalised sharpness, first 100 iterations")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper left")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def write_pages(book_dir: Path, root: Path | None = None) -> None:
     """Write the generated pages under ``book_dir/_generated`` (atomically, only when they change)."""
     out = book_dir / "_generated"
-    for name, text in (("ledger.md", ledger_page(root)), ("runs.md", runs_page(root))):
+    pages = {"ledger.md": ledger_page(root).encode(), "runs.md": runs_page(root).encode(),
+             "story.png": story_figure(root)}
+    for name, data in pages.items():
         path = out / name
-        if not path.exists() or path.read_text() != text:
-            results.atomic_write_bytes(path, text.encode())
+        if not path.exists() or path.read_bytes() != data:
+            results.atomic_write_bytes(path, data)
 
 
 def _on_builder_inited(app: Any) -> None:
