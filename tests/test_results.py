@@ -1,6 +1,7 @@
 """Stored runs, provenance, the experiment registry and the command line."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -88,3 +89,27 @@ def test_cli_run_list_and_show(root, capsys):
     assert cli.main(["show", "heat-cfl"]) == 0
     assert cli.main(["run", "missing-experiment"]) == 2
     assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_wall_time_sums_interrupted_attempts(tmp_path, monkeypatch):
+    """A run killed after two steps and resumed records the time of both attempts."""
+    def func(ctx):
+        ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        done = ctx.checkpoint_dir / "done.txt"
+        start = int(done.read_text()) if done.exists() else 0
+        for step in ctx.progress(range(start, 4)):
+            time.sleep(0.05)
+            done.write_text(str(step + 1))
+            if step == 1 and start == 0:
+                raise KeyboardInterrupt  # the first attempt dies after two steps
+        return experiments.RunOutput(arrays={"x": np.zeros(1)}, summary={})
+
+    exp = experiments.Experiment(name="resumable", summary="", chapter="01-heat-cfl",
+                                 configs={"ci": {}}, func=func)
+    monkeypatch.setattr(experiments, "get", lambda name: exp)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_experiment("resumable", "ci", root=tmp_path, show_progress=False)
+    first = json.loads((results.run_dir("resumable", "ci", tmp_path) / "checkpoints" / "wall_time.json").read_text())
+    assert first["wall_time_s"] >= 0.05  # the step that was cut off is not counted, like its work
+    run = experiments.run_experiment("resumable", "ci", root=tmp_path, show_progress=False)
+    assert run.provenance["wall_time_s"] >= first["wall_time_s"] + 0.1

@@ -4,15 +4,19 @@ An experiment is a module in this package that defines ``EXPERIMENT`` (an :class
 or a tuple of them). The registry discovers them, so adding an experiment touches no shared file.
 An experiment's function receives a :class:`RunContext` (its scale's config, the device, the
 directory for checkpoints, a progress-bar factory) and returns a :class:`RunOutput`;
-:func:`run_experiment` times it and stores the result with provenance.
+:func:`run_experiment` times it and stores the result with provenance. The wall time recorded is
+the sum over every attempt that contributed to the result: a run that checkpoints writes its elapsed
+time next to its checkpoints at each step of its progress bar, and a resumed run starts from it (an
+attempt's last, unfinished step is not counted, as its work is not kept either).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +47,34 @@ class RunContext:
     device: torch.device
     run_dir: Path
     show_progress: bool = True
+    started: float = field(default_factory=time.perf_counter)
+    earlier_wall_s: float = 0.0
 
     @property
     def checkpoint_dir(self) -> Path:
         """Where the run keeps resumable state (git-ignored)."""
         return self.run_dir / "checkpoints"
 
-    def progress(self, iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
-        """A tqdm progress bar, silenced when ``show_progress`` is false."""
-        return tqdm(iterable, disable=not self.show_progress, **kwargs)
+    @property
+    def wall_file(self) -> Path:
+        """Where a checkpointing run keeps the wall time spent on it so far."""
+        return self.checkpoint_dir / "wall_time.json"
+
+    def wall_time(self) -> float:
+        """Seconds spent on this result: earlier interrupted attempts plus this one."""
+        return self.earlier_wall_s + time.perf_counter() - self.started
+
+    def record_wall_time(self) -> None:
+        """Save :meth:`wall_time` beside the checkpoints, if the run keeps any."""
+        if self.checkpoint_dir.is_dir():
+            results.atomic_write_bytes(self.wall_file, json.dumps({"wall_time_s": self.wall_time()}).encode())
+
+    def progress(self, iterable: Iterable, **kwargs: Any) -> Iterator:
+        """Iterate ``iterable`` with a tqdm progress bar (silenced when ``show_progress`` is false),
+        recording the wall time after each item."""
+        for item in tqdm(iterable, disable=not self.show_progress, **kwargs):
+            yield item
+            self.record_wall_time()
 
 
 @dataclass(frozen=True)
@@ -134,9 +157,12 @@ def run_experiment(
         run_dir=results.run_dir(name, scale, root),
         show_progress=show_progress,
     )
-    start = time.perf_counter()
+    if ctx.wall_file.exists():
+        ctx.earlier_wall_s = float(json.loads(ctx.wall_file.read_text())["wall_time_s"])
+    ctx.started = time.perf_counter()
     output = exp.func(ctx)
-    wall = time.perf_counter() - start
+    ctx.record_wall_time()
+    wall = ctx.wall_time()
     results.save_run(
         ctx.run_dir,
         experiment=name,
