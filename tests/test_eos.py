@@ -71,3 +71,10 @@ def test_gd_bad_arguments(kwargs, match):
     args = {"x0": 1.0, "y0": 1.0, "eta": 0.1, "steps": 5} | kwargs
     with pytest.raises(ValueError, match=match):
         eos.gd(**args)
+
+
+def test_sharpness_concentration_ends_just_below_two_over_eta():
+    out = eos.sharpness_concentration(0.2, n=8, steps=4000)
+    assert out["converged"] > 0 and out["converged"] + out["diverged"] <= out["starts"] == 64
+    assert out["sharpness of nearest minimum (max)"] > out["2/eta"]
+    assert out["2/eta"] - 0.2 < out["final sharpness min"] <= out["final sharpness max"] < out["2/eta"]

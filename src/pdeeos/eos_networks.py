@@ -6,7 +6,7 @@ The paper's multi-layer Edge-of-Stability evidence (§6.2, Fig. 7–9; NeurIPS A
   (same padding, no bias) each followed by Swish :math:`r(u) = u\\,\\sigma(\\beta u)`, then global
   average pooling to one logit; binary cross-entropy on MNIST digits 0 and 1.
 * :class:`TanhMLP` -- ``depth`` fully connected tanh layers of ``width`` units and a linear read-out;
-  cross-entropy on the CIFAR-10 subset.
+  cross-entropy on the CIFAR-10 subset (Fig. 8, experiment ``eos-fc-tanh``).
 
 Gradient descent on :math:`L(\\theta) + \\tfrac{\\alpha}{2}\\|\\theta\\|^2` is
 :math:`\\theta \\leftarrow \\theta - \\eta(\\nabla L + \\alpha\\theta)`; the Hessian of the weight-decay
@@ -16,15 +16,16 @@ tends to :math:`2/\\alpha` as :math:`\\alpha` grows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdeeos import data, sharpness
+from pdeeos import data, results, sharpness
 
 
 def swish(u: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -126,16 +127,34 @@ def regularised_loss_fns(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alp
 
 
 def train_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float, steps: int,
-             alpha: float = 0.0, sharpness_every: int = 0, chunk: int = 2048) -> History:
+             alpha: float = 0.0, sharpness_every: int = 0, chunk: int = 2048,
+             checkpoint: Path | None = None, checkpoint_every: int = 0,
+             progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> History:
     """Full-batch GD :math:`\\theta \\leftarrow \\theta - \\eta(\\nabla L + \\alpha\\theta)`; the sharpness
-    of :math:`L + \\frac{\\alpha}{2}\\|\\theta\\|^2` every ``sharpness_every`` steps (never if 0)."""
+    of :math:`L + \\frac{\\alpha}{2}\\|\\theta\\|^2` every ``sharpness_every`` steps (never if 0).
+
+    With ``checkpoint`` the weights and the history so far are saved there every ``checkpoint_every``
+    steps, and a run started again with the same settings resumes from the file (bit-identically: every
+    step is deterministic). ``progress`` wraps the iterable of steps (e.g. a tqdm factory)."""
     if not eta > 0:
         raise ValueError(f"eta must be positive; got {eta}")
     if steps < 1:
         raise ValueError(f"steps must be positive; got {steps}")
+    if checkpoint_every < 0 or sharpness_every < 0:
+        raise ValueError("sharpness_every and checkpoint_every must be non-negative; "
+                         f"got {sharpness_every}, {checkpoint_every}")
     params = list(model.parameters())
-    losses, where, sharp = [], [], []
-    for t in range(steps + 1):
+    settings = {"eta": eta, "steps": steps, "alpha": alpha, "sharpness_every": sharpness_every, "n": len(x)}
+    losses, where, sharp, start = [], [], [], 0
+    if checkpoint is not None and (state := results.load_checkpoint(checkpoint)) is not None:
+        if state["settings"] != settings:
+            raise ValueError(f"checkpoint {checkpoint} was written with {state['settings']}, not {settings}")
+        model.load_state_dict(state["model"])
+        losses, where, sharp, start = state["loss"], state["where"], state["sharp"], state["t"]
+    for t in (progress or iter)(range(start, steps + 1)):
+        if checkpoint is not None and checkpoint_every and t > start and t % checkpoint_every == 0:
+            results.save_checkpoint(checkpoint, {"settings": settings, "model": model.state_dict(), "t": t,
+                                                 "loss": losses, "where": where, "sharp": sharp})
         loss = task_loss(model, x, y)
         with torch.no_grad():
             losses.append(loss.item() + 0.5 * alpha * sum((p**2).sum() for p in params).item())
@@ -150,6 +169,18 @@ def train_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float, 
             for p, g in zip(params, grads):
                 p -= eta * (g + alpha * p)
     return History(np.array(losses), np.array(where), np.array(sharp))
+
+
+def loss_spikes(loss: np.ndarray, rel: float = 0.1) -> np.ndarray:
+    """Steps at which a **spike** starts: the loss rises above :math:`(1 + \\text{rel})` times the lowest
+    loss so far, having been below that level the step before (one index per excursion)."""
+    loss = np.asarray(loss, dtype=float)
+    if loss.ndim != 1 or not np.all(np.isfinite(loss)):
+        raise ValueError("loss must be a one-dimensional array of finite values")
+    if not rel > 0:
+        raise ValueError(f"rel must be positive; got {rel}")
+    above = loss > (1 + rel) * np.minimum.accumulate(loss)
+    return np.flatnonzero(above[1:] & ~above[:-1]) + 1
 
 
 def is_stable(history: History, rtol: float = 1e-9) -> bool:
