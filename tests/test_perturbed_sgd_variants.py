@@ -1,0 +1,51 @@
+"""The App. C variants of the perturbed-SGD experiment: each changes only its own setting of the
+protocol (plus, where a scale says so, the size of the run), and every stored run matches the config
+its experiment has now and holds consistent arrays."""
+
+import numpy as np
+import pytest
+
+from pdeeos import results
+from pdeeos.experiments import get
+from pdeeos.experiments.perturbed_sgd import CONFIGS, REDUCED, VARIANTS
+
+NAMES = ["perturbed-sgd", *(f"perturbed-sgd-{key}" for key in VARIANTS)]
+SIZE_KEYS = {"train_limit", "test_limit", "ks", "seeds", "epochs", "milestones", "last",
+             "fluctuation_batches"}
+"""What a reduction may change: how much is run, never how (optimizer, lr, model, dtype, data)."""
+
+
+@pytest.mark.parametrize("key", sorted(VARIANTS))
+def test_variant_changes_only_its_setting_and_size(key):
+    _, overrides = VARIANTS[key]
+    experiment = get(f"perturbed-sgd-{key}")
+    for scale, base in CONFIGS.items():
+        cfg = experiment.configs[scale]
+        changed = {k for k in cfg if cfg[k] != base.get(k)}
+        reduced = set(REDUCED.get(key, {}).get(scale, {}))
+        assert reduced <= SIZE_KEYS
+        assert changed <= set(overrides) | reduced, (scale, changed)
+        assert all(cfg[k] == v for k, v in overrides.items())
+        assert cfg["ks"][0] == 1 and 3 in cfg["ks"]  # RelL1 is to k = 1; Fig. 3 shows k = 3
+        assert all(m < cfg["epochs"] for m in cfg["milestones"]) and cfg["last"] <= cfg["epochs"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_runs_match_their_experiment(name):
+    scales = results.stored_scales(name)
+    if not scales:
+        pytest.skip(f"no stored run of {name}")
+    for scale in scales:
+        run = results.load_run(name, scale)
+        cfg = get(name).configs[scale]
+        assert run.config == cfg, f"{name} ({scale}) was stored with another config: re-run it"
+        a = run.arrays
+        n_seeds, n_epochs, n_ks = len(cfg["seeds"]), cfg["epochs"], len(cfg["ks"])
+        assert a["test_acc"].shape == a["rel_l1"].shape == (n_seeds, n_epochs, n_ks)
+        assert a["final_acc"].shape == (n_ks, n_seeds)
+        assert np.all(a["rel_l1"][:, :, 0] == 0)  # the k = 1 copy against itself
+        np.testing.assert_allclose(run.summary["mean_acc"], a["final_acc"].mean())
+        np.testing.assert_allclose(run.summary["mean_std_over_k"], a["final_acc"].std(axis=0).mean())
+        np.testing.assert_allclose(run.summary["mean_std_over_seeds"],
+                                   a["final_acc"].std(axis=1).mean())
+        assert run.provenance["scale"] == scale and run.provenance["dtype"]
