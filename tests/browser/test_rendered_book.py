@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402 - after the import check
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
@@ -37,7 +38,7 @@ if (!window.MathJax || !MathJax.startup) { done("no MathJax"); return; }
 MathJax.startup.promise.then(() => done("ok"), (e) => done("MathJax failed: " + e));
 """
 
-PAGE_REPORT = """
+PAGE_REPORT = r"""
 const imgs = Array.from(document.images);
 const math = Array.from(document.querySelectorAll(".math"));
 return {
@@ -152,7 +153,11 @@ def test_hidden_cell_opens(server, browser, page):
     assert not details.get_property("open")
     summary = details.find_element("css selector", "summary")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", summary)
+    WebDriverWait(browser, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
     summary.click()
-    assert details.get_property("open"), f"{page}: the toggle did not open the hidden cell"
+    WebDriverWait(browser, 5).until(
+        lambda b: details.get_property("open"), f"{page}: the toggle did not open the hidden cell"
+    )
     code = details.find_element("css selector", "pre")
-    assert code.is_displayed() and "pdeeos" in code.text
+    WebDriverWait(browser, 5).until(lambda b: code.is_displayed(), f"{page}: the opened cell is not shown")
+    assert "pdeeos" in code.text
