@@ -1,10 +1,10 @@
-"""RelL1 between twin runs."""
+"""RelL1 between twin runs; the largest safe value of a sweep."""
 
 import numpy as np
 import pytest
 import torch
 
-from pdeeos.metrics import rel_l1
+from pdeeos.metrics import largest_safe, rel_l1
 
 
 def test_rel_l1_of_equal_arrays_is_zero_and_of_opposite_is_two():
@@ -31,3 +31,13 @@ def test_rel_l1_rejects_mismatched_or_empty():
         rel_l1(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match="element"):
         rel_l1(np.zeros(0), np.zeros(0))
+
+
+def test_largest_safe_is_the_largest_value_below_every_failure():
+    lrs = np.array([0.05, 0.025, 0.0125, 0.00625])
+    assert largest_safe(lrs, np.array([True, True, False, False])) == 0.0125
+    assert largest_safe(lrs, np.array([True, False, True, False])) == 0.00625
+    assert largest_safe(lrs, np.array([False] * 4)) == 0.05
+    assert np.isnan(largest_safe(lrs, np.array([True] * 4)))
+    with pytest.raises(ValueError, match="one shape"):
+        largest_safe(lrs, np.array([True, False]))

@@ -105,13 +105,3 @@ def test_every_experiment_config_makes_a_valid_protocol() -> None:
             assert train_config(cfg, seed=1).ks == tuple(cfg["ks"])
             if scale != "ci":
                 assert cfg["ks"] == [1, 3, 5, 7, 9, 11] and len(cfg["seeds"]) >= 3
-
-
-def test_lr_threshold_is_the_largest_rate_below_every_amplifying_one() -> None:
-    from pdeeos.experiments.lr_threshold import threshold
-
-    lrs = np.array([0.05, 0.025, 0.0125, 0.00625])
-    assert threshold(lrs, np.array([True, True, False, False])) == 0.0125
-    assert threshold(lrs, np.array([True, False, True, False])) == 0.00625
-    assert threshold(lrs, np.array([False] * 4)) == 0.05
-    assert np.isnan(threshold(lrs, np.array([True] * 4)))

@@ -1,4 +1,4 @@
-"""Distances between twin runs."""
+"""Distances between twin runs, and the largest safe value of a swept parameter."""
 
 from __future__ import annotations
 
@@ -36,3 +36,15 @@ def rel_l1(a: ArrayLike, b: ArrayLike) -> float:
     num = np.abs(a_np - b_np)
     terms = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     return float(2.0 * terms.mean())
+
+
+def largest_safe(values: ArrayLike, failed: ArrayLike) -> float:
+    """The largest swept value (a step size, a learning rate) such that no run at that or a smaller
+    value ``failed``; ``nan`` when even the smallest failed, the largest value when none did."""
+    values, failed = np.asarray(values, dtype=float), np.asarray(failed, dtype=bool)
+    if values.shape != failed.shape or values.ndim != 1 or not len(values):
+        raise ValueError(f"values and failed must be non-empty 1-D arrays of one shape; got "
+                         f"{values.shape} and {failed.shape}")
+    order = np.argsort(values)
+    ok = np.cumprod(~failed[order]).astype(bool)
+    return float(values[order][ok].max()) if ok.any() else float("nan")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pdeeos import models
+from pdeeos.metrics import largest_safe
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 from pdeeos.experiments.perturbed_sgd import prepare
 from pdeeos.training import TrainConfig, train_lockstep
@@ -36,14 +37,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "paper": dict(BASE, train_limit=None, test_limit=None, model="resnet56", width=16,
                   ns=[2, 4, 8, 16, 32, 320, 3200, 32000]),
 }
-
-
-def threshold(lrs: np.ndarray, amplified: np.ndarray) -> float:
-    """The largest learning rate such that no run at that or a smaller rate amplified (``nan``
-    when even the smallest did); when none amplified it is the largest rate tested."""
-    order = np.argsort(lrs)
-    ok = np.cumprod(~amplified[order]).astype(bool)
-    return float(lrs[order][ok].max()) if ok.any() else float("nan")
 
 
 def run(ctx: RunContext) -> RunOutput:
@@ -68,7 +61,7 @@ def run(ctx: RunContext) -> RunOutput:
     lrs = cfg["lr_times_epochs"] / np.asarray(ns, dtype=float)
     largest = np.nanmax(rel, axis=1)
     amplified = largest > AMPLIFIED
-    summary = {"data": described, "threshold_lr": threshold(lrs, amplified),
+    summary = {"data": described, "threshold_lr": largest_safe(lrs, amplified),
                "amplified_rel_l1": AMPLIFIED, "lrs": lrs.tolist(), "amplified": amplified.tolist(),
                "first_rel_l1": rel[:, 0].tolist(), "largest_rel_l1": largest.tolist(),
                "final_rel_l1": [float(rel[i, n - 1]) for i, n in enumerate(ns)]}
