@@ -66,7 +66,7 @@ def test_bisection_bad_bracket():
 
 def test_ci_run_scans_fig9_step_sizes_and_classes_each_run(tmp_path):
     """The ``ci`` run of ``eos-networks`` (real MNIST 0/1): the Fig. 9 scan holds one objective
-    history per depth and step size, classed as chapter 5 classes them; far beyond 2/alpha the
+    history per depth and step size, classed by ``classify``; far beyond 2/alpha the
     weight-decay modes grow and the run is a blow-up, well below it the run is not."""
     from pdeeos import cnnpde
     from pdeeos.experiments import run_experiment
@@ -75,8 +75,19 @@ def test_ci_run_scans_fig9_step_sizes_and_classes_each_run(tmp_path):
     etas, loss, cls = (run.arrays[k] for k in ("fig9_scan_etas", "fig9_scan_loss", "fig9_scan_class"))
     cfg = run.config
     assert loss.shape == (len(cfg["fig9_depths"]), len(etas), cfg["bisection_steps"] + 1)
-    np.testing.assert_array_equal(cls, cnnpde.classify(loss, window=cfg["scan_window"]))
+    np.testing.assert_array_equal(cls, en.classify(loss))
     blow_up = cnnpde.RUN_CLASSES.index("blow-up")
     assert np.all(cls[:, 0] != blow_up) and np.all(cls[:, -1] == blow_up)
     safe = run.summary["fig9_scan_largest_not_blown_up"]
     assert len(safe) == len(cfg["fig9_depths"]) and all(etas[0] <= s < etas[-1] for s in safe)
+
+
+def test_classify_tells_stable_restrained_and_blow_up_apart():
+    stable = [3.0, 2.0, 1.5, 1.2, 1.1, 1.05]
+    restrained = [3.0, 2.0, 1.5, 1.6, 1.1, 1.2]
+    worse = [3.0, 2.0, 3.5, 3.4, 3.3, 3.2]      # settles, but above its start
+    exploded = [3.0, 9.0, 1e6, np.inf, np.nan, np.nan]
+    np.testing.assert_array_equal(en.classify(np.array([stable, restrained, worse, exploded])),
+                                  [0, 1, 2, 2])
+    with pytest.raises(ValueError, match="at least 3 steps"):
+        en.classify(np.ones((2, 2)))

@@ -183,14 +183,36 @@ def loss_spikes(loss: np.ndarray, rel: float = 0.1) -> np.ndarray:
     return np.flatnonzero(above[1:] & ~above[:-1]) + 1
 
 
+def _settles_monotonically(loss: np.ndarray, rtol: float) -> np.ndarray:
+    """Finite throughout and, over the second half of the last axis, never rising by more than ``rtol``."""
+    tail = loss[..., loss.shape[-1] // 2:]
+    with np.errstate(invalid="ignore"):
+        rises = np.diff(tail, axis=-1) > rtol * np.abs(tail[..., :-1])
+    return np.all(np.isfinite(loss), axis=-1) & ~np.any(rises, axis=-1)
+
+
 def is_stable(history: History, rtol: float = 1e-9) -> bool:
     """Stable: the objective finite throughout and, over the second half of the run, never rising by more than
     ``rtol`` relative (a stable GD on a quadratic decreases the loss monotonically)."""
-    loss = history.loss
-    if not np.all(np.isfinite(loss)):
-        return False
-    tail = loss[len(loss) // 2:]
-    return bool(np.all(np.diff(tail) <= rtol * np.abs(tail[:-1])))
+    return bool(_settles_monotonically(np.asarray(history.loss, dtype=float), rtol))
+
+
+def classify(loss: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """Code (index into :data:`pdeeos.cnnpde.RUN_CLASSES`) of each objective history ``(..., steps)``,
+    with ``nan`` after a non-finite value:
+
+    * blow-up: the last value is not finite or not below the first (the criterion of chapter 5);
+    * stable: otherwise, if the second half never rises by more than ``rtol`` (as :func:`is_stable`);
+    * restrained: below the start at the end, but rising somewhere in the second half.
+
+    Unlike :func:`pdeeos.cnnpde.classify`, a run that is still creeping down counts as stable: these
+    short runs need not have settled."""
+    loss = np.asarray(loss, dtype=float)
+    if loss.ndim < 1 or loss.shape[-1] < 3:
+        raise ValueError(f"loss must have at least 3 steps on its last axis; got shape {loss.shape}")
+    end = loss[..., -1]
+    blow_up = ~np.isfinite(end) | ~(end < loss[..., 0])
+    return np.where(blow_up, 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
 
 
 def largest_stable_eta(make_model: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, *,
