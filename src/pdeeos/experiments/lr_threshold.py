@@ -33,7 +33,7 @@ BASE = dict(dataset="cifar10", dtype="float32", batch_size=128,
 CONFIGS: dict[str, dict[str, Any]] = {
     "ci": dict(BASE, train_limit=256, test_limit=128, model="resnet8", width=2, ns=[2, 4]),
     "book": dict(BASE, train_limit=2560, test_limit=None, model="resnet8", width=8,
-                 ns=[2, 4, 8, 16, 32, 64]),
+                 ns=[2, 4, 8, 16, 32, 64, 128, 256]),
     "paper": dict(BASE, train_limit=None, test_limit=None, model="resnet56", width=16,
                   ns=[2, 4, 8, 16, 32, 320, 3200, 32000]),
 }
