@@ -105,3 +105,18 @@ def test_every_experiment_config_makes_a_valid_protocol() -> None:
             assert train_config(cfg, seed=1).ks == tuple(cfg["ks"])
             if scale != "ci":
                 assert cfg["ks"] == [1, 3, 5, 7, 9, 11] and len(cfg["seeds"]) >= 3
+
+
+def test_lr_threshold_outcome_says_whether_the_runs_bracket_the_threshold() -> None:
+    from pdeeos.experiments import lr_threshold
+
+    lrs = [0.05, 0.025, 0.0125]
+    def summary(amplified, threshold):
+        return {"lrs": lrs, "amplified": amplified, "threshold_lr": threshold}
+    bracketed = summary([True, False, False], 0.025)
+    assert lr_threshold.measured(bracketed)
+    assert lr_threshold.outcome(bracketed).endswith("0.025")
+    assert not lr_threshold.measured(summary([True] * 3, float("nan")))
+    assert "every tested learning rate amplifies, down to 0.0125" in lr_threshold.outcome(summary([True] * 3, float("nan")))
+    assert not lr_threshold.measured(summary([False] * 3, 0.05))
+    assert "at least 0.05" in lr_threshold.outcome(summary([False] * 3, 0.05))

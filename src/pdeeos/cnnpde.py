@@ -34,6 +34,7 @@ __all__ = [
     "REGIMES",
     "RUN_CLASSES",
     "Trajectory",
+    "blows_up",
     "checkerboard",
     "classify",
     "hessian",
@@ -381,6 +382,12 @@ RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
 """The three behaviours of a run (paper §5.4), in the order of :func:`classify`'s codes."""
 
 
+def blows_up(loss: np.ndarray) -> np.ndarray:
+    """Per history ``(..., steps)``: the last loss is not finite or not below the first."""
+    end = loss[..., -1]
+    return ~np.isfinite(end) | ~(end < loss[..., 0])
+
+
 def classify(loss: np.ndarray, *, window: int = 200, rtol: float = 1e-9) -> np.ndarray:
     r"""Code (index into :data:`RUN_CLASSES`) of each loss history ``(..., steps)``.
 
@@ -393,7 +400,7 @@ def classify(loss: np.ndarray, *, window: int = 200, rtol: float = 1e-9) -> np.n
     if loss.ndim < 1 or loss.shape[-1] <= window:
         raise ValueError(f"loss must have more than window={window} iterations on its last axis; got {loss.shape}")
     end = loss[..., -1]
-    blow_up = ~np.isfinite(end) | ~(end < loss[..., 0])
+    blow_up = blows_up(loss)
     with np.errstate(invalid="ignore"):
         spread = np.max(np.abs(loss[..., -window:] - end[..., None]), axis=-1)
         settled = spread <= rtol * np.abs(end)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdeeos import data, results, sharpness
+from pdeeos import cnnpde, data, results, sharpness
 
 
 def swish(u: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -210,9 +210,7 @@ def classify(loss: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     loss = np.asarray(loss, dtype=float)
     if loss.ndim < 1 or loss.shape[-1] < 3:
         raise ValueError(f"loss must have at least 3 steps on its last axis; got shape {loss.shape}")
-    end = loss[..., -1]
-    blow_up = ~np.isfinite(end) | ~(end < loss[..., 0])
-    return np.where(blow_up, 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
+    return np.where(cnnpde.blows_up(loss), 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
 
 
 def largest_stable_eta(make_model: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, *,

@@ -69,6 +69,22 @@ def run(ctx: RunContext) -> RunOutput:
                      summary=summary)
 
 
+def measured(summary: dict[str, Any]) -> bool:
+    """Whether a stored run brackets the threshold: some tested rates amplify and some do not."""
+    return 0 < sum(summary["amplified"]) < len(summary["amplified"])
+
+
+def outcome(summary: dict[str, Any]) -> str:
+    """What a stored run's ``summary`` says of the threshold, in one sentence."""
+    lrs = summary["lrs"]
+    if measured(summary):
+        return f"largest learning rate below every amplifying one: {summary['threshold_lr']:.3g}"
+    if any(summary["amplified"]):
+        return f"every tested learning rate amplifies, down to {min(lrs):.3g}: the threshold lies below"
+    return (f"no tested learning rate ({min(lrs):.3g}–{max(lrs):.3g}) amplifies: the threshold is not "
+            f"reached (it is at least {summary['threshold_lr']:.3g})")
+
+
 def _experiment(name: str, summary: str, activation: str) -> Experiment:
     configs = {scale: dict(cfg, activation=activation) for scale, cfg in CONFIGS.items()}
     return Experiment(name=name, summary=summary, chapter="06-perturbed-sgd", configs=configs,
