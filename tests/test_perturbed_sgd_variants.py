@@ -1,6 +1,6 @@
 """The App. C variants of the perturbed-SGD experiment: each changes only its own setting of the
-protocol (plus, where a scale says so, the size of the run), and every stored run matches the config
-its experiment has now and holds consistent arrays."""
+protocol (plus, where a scale says so, the size of the run), and every stored run holds consistent
+arrays (that it matches its experiment's config is checked for every experiment in test_results)."""
 
 import numpy as np
 import pytest
@@ -38,7 +38,6 @@ def test_stored_runs_match_their_experiment(name):
     for scale in scales:
         run = results.load_run(name, scale)
         cfg = get(name).configs[scale]
-        assert run.config == cfg, f"{name} ({scale}) was stored with another config: re-run it"
         a = run.arrays
         n_seeds, n_epochs, n_ks = len(cfg["seeds"]), cfg["epochs"], len(cfg["ks"])
         assert a["test_acc"].shape == a["rel_l1"].shape == (n_seeds, n_epochs, n_ks)

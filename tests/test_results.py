@@ -113,3 +113,13 @@ def test_wall_time_sums_interrupted_attempts(tmp_path, monkeypatch):
     assert first["wall_time_s"] >= 0.05  # the step that was cut off is not counted, like its work
     run = experiments.run_experiment("resumable", "ci", root=tmp_path, show_progress=False)
     assert run.provenance["wall_time_s"] >= first["wall_time_s"] + 0.1
+
+
+@pytest.mark.parametrize("name", sorted(experiments.registry()))
+def test_stored_runs_match_the_config_their_experiment_has_now(name):
+    """A stored run made with another config than its experiment now has would be shown as this one."""
+    exp = experiments.registry()[name]
+    for scale in results.stored_scales(name):
+        stored = results.load_run(name, scale).config
+        assert stored == json.loads(json.dumps(exp.configs[scale])), (
+            f"{name} ({scale}) was stored with another config: re-run it")
