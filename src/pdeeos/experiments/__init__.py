@@ -16,6 +16,7 @@ import importlib
 import json
 import pkgutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():
+    # In a notebook without ipywidgets tqdm.auto falls back to text bars, warning on stderr with a
+    # machine-specific path that would differ between a chapter's stored and re-executed outputs.
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 from pdeeos import results
 from pdeeos.config import SCALES, check_scale
