@@ -9,7 +9,7 @@ from pdeeos import models
 
 
 def test_resnet56_has_the_papers_parameter_count() -> None:
-    assert models.count_parameters(models.resnet56()) == 853_018  # 0.85M
+    assert models.count_parameters(models.resnet56()) == 855_770  # the official code's count
 
 
 @pytest.mark.parametrize("activation", ["relu", "swish"])
@@ -40,3 +40,20 @@ def test_bad_arguments_raise() -> None:
         models.vgg16_bn(input_size=64)
     with pytest.raises(ValueError, match="model must be"):
         models.build("alexnet")
+
+
+def test_resnet_shortcuts_are_1x1_conv_bn_where_the_shape_changes() -> None:
+    net = models.resnet(8, width=4)
+    kinds = [type(block.shortcut).__name__ for block in net.blocks]
+    assert kinds == ["Identity", "Sequential", "Sequential"]
+    conv = net.blocks[1].shortcut[0]
+    assert (conv.kernel_size, conv.stride, conv.in_channels, conv.out_channels) == ((1, 1), (2, 2), 4, 8)
+
+
+def test_narrow_vgg16_scales_every_layer() -> None:
+    net = models.vgg16_bn(width=8)
+    convs = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(ValueError, match="width must be a positive multiple of 8"):
+        models.vgg16_bn(width=12)

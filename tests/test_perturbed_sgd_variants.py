@@ -7,22 +7,24 @@ import pytest
 
 from pdeeos import results
 from pdeeos.experiments import get
-from pdeeos.experiments.perturbed_sgd import CONFIGS, REDUCED, VARIANTS
+from pdeeos import spread
+from pdeeos.experiments.perturbed_sgd import CONFIGS, VARIANTS
 
 NAMES = ["perturbed-sgd", *(f"perturbed-sgd-{key}" for key in VARIANTS)]
 SIZE_KEYS = {"train_limit", "test_limit", "ks", "seeds", "epochs", "milestones", "last",
-             "fluctuation_batches"}
-"""What a reduction may change: how much is run, never how (optimizer, lr, model, dtype, data)."""
+             "fluctuation_batches", "width"}
+"""What a per-scale change may touch: how much is run and how wide the network is, never how it is
+trained (optimizer, lr, model family, dtype, data)."""
 
 
 @pytest.mark.parametrize("key", sorted(VARIANTS))
 def test_variant_changes_only_its_setting_and_size(key):
-    _, overrides = VARIANTS[key]
+    _, overrides, per_scale = VARIANTS[key]
     experiment = get(f"perturbed-sgd-{key}")
     for scale, base in CONFIGS.items():
         cfg = experiment.configs[scale]
         changed = {k for k in cfg if cfg[k] != base.get(k)}
-        reduced = set(REDUCED.get(key, {}).get(scale, {}))
+        reduced = set(per_scale.get(scale, {}))
         assert reduced <= SIZE_KEYS
         assert changed <= set(overrides) | reduced, (scale, changed)
         assert all(cfg[k] == v for k, v in overrides.items())
@@ -43,8 +45,9 @@ def test_stored_runs_match_their_experiment(name):
         assert a["test_acc"].shape == a["rel_l1"].shape == (n_seeds, n_epochs, n_ks)
         assert a["final_acc"].shape == (n_ks, n_seeds)
         assert np.all(a["rel_l1"][:, :, 0] == 0)  # the k = 1 copy against itself
-        np.testing.assert_allclose(run.summary["mean_acc"], a["final_acc"].mean())
-        np.testing.assert_allclose(run.summary["mean_std_over_k"], a["final_acc"].std(axis=0).mean())
-        np.testing.assert_allclose(run.summary["mean_std_over_seeds"],
-                                   a["final_acc"].std(axis=1).mean())
+        assert a["predictions"].shape == (n_seeds, n_ks, len(a["test_labels"]))
+        recomputed = spread.summarize(a["final_acc"], a["predictions"])
+        for key, value in recomputed.items():
+            np.testing.assert_allclose(run.summary[key], value, err_msg=key)
+        assert run.summary["steps_at_large_lr"] >= (2_500 if scale == "book" else 1)
         assert run.provenance["scale"] == scale and run.provenance["dtype"]

@@ -88,7 +88,10 @@ def test_cli_run_list_and_show(root, capsys):
     assert "stored ci" in capsys.readouterr().out
     assert cli.main(["show", "heat-cfl"]) == 0
     assert cli.main(["run", "missing-experiment"]) == 2
-    assert "unknown experiment" in capsys.readouterr().err
+    assert "no experiment matches 'missing-experiment'" in capsys.readouterr().err
+    assert cli.main(["run", "perturbed-sgd*", "--scale", "paper"]) == 2   # one of them has no paper scale
+    assert "has no 'paper' scale" in capsys.readouterr().err
+    assert not (root / "perturbed-sgd").exists()   # refused before anything ran
 
 
 def test_wall_time_sums_interrupted_attempts(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pdeeos import models
-from pdeeos.experiments.perturbed_sgd import table1
+from pdeeos.experiments.perturbed_sgd import final_accuracy, schedule
 from pdeeos.training import LockstepTrainer, Split, TrainConfig, gradient_fluctuation, identical
 
 
@@ -85,26 +85,49 @@ def test_gradient_fluctuation_leaves_model_untouched() -> None:
     assert value > 0 and all(torch.equal(before[n], t) for n, t in net.state_dict().items())
 
 
-def test_table1_statistics_use_last_epochs_and_ddof0() -> None:
+def test_final_accuracy_is_the_mean_of_the_last_epochs() -> None:
     acc = np.zeros((2, 3, 2))  # seeds × epochs × ks
     acc[:, -2:, :] = [[[90, 92], [90, 92]], [[94, 92], [94, 92]]]
-    table = table1(acc, last=2)
-    assert np.array_equal(table["final_acc"], [[90, 94], [92, 92]])
-    assert np.allclose(table["std_over_k"], [1, 1]) and np.allclose(table["std_over_seeds"], [2, 0])
+    assert np.array_equal(final_accuracy(acc, last=2), [[90, 94], [92, 92]])  # ks × seeds
+
+
+def test_predictions_and_movement_are_recorded() -> None:
+    trainer = _trainer((1, 3))
+    trainer.train()
+    pred = trainer.predictions()
+    assert pred.shape == (2, 16) and pred.dtype == torch.int64
+    assert len(trainer.history.movement) == 2 and all(m > 0 for m in trainer.history.movement[0])
+
+
+def test_book_protocol_keeps_the_large_learning_rate_phase() -> None:
+    from pdeeos.experiments import registry
+
+    for name, exp in registry().items():
+        if not name.startswith("perturbed-sgd") or name.endswith("constant-lr"):
+            continue
+        cfg = exp.config("book")
+        n_train = 60_000 if cfg["dataset"] == "fashion_mnist" else 5_085
+        stages = schedule(cfg, n_train)
+        assert stages[0] == (0.1 if cfg["optimizer"] == "sgd" else 1e-3, stages[0][1])
+        assert stages[0][1] >= 2_500 and len(stages) >= 3, name   # two decays or more
+        assert cfg["train_limit"] is None and cfg["test_limit"] is None, name
 
 
 def test_every_experiment_config_makes_a_valid_protocol() -> None:
     from pdeeos.experiments import registry
     from pdeeos.experiments.perturbed_sgd import train_config
 
-    variants = [e for name, e in registry().items() if name.startswith("perturbed-sgd")]
+    variants = [e for name, e in registry().items()
+                if name.startswith("perturbed-sgd") and not name.endswith("constant-lr")]
     assert len(variants) == 6
     for exp in variants:
-        for scale in ("ci", "book", "paper"):
+        for scale in ("ci", "book", "gpu", "paper"):
             cfg = exp.config(scale)
             assert train_config(cfg, seed=1).ks == tuple(cfg["ks"])
             if scale != "ci":
                 assert cfg["ks"] == [1, 3, 5, 7, 9, 11] and len(cfg["seeds"]) >= 3
+            if scale != "ci" and exp.name in ("perturbed-sgd", "perturbed-sgd-swish"):
+                assert len(cfg["seeds"]) == 6   # the paper's full 6 × 6 grid
 
 
 def test_lr_threshold_outcome_says_whether_the_runs_bracket_the_threshold() -> None:

@@ -5,6 +5,7 @@ Every experiment is a function of a config chosen by a named scale:
 * ``ci`` -- seconds to a few minutes on 2 CPU cores; what nbval re-executes in CI,
 * ``book`` -- what the committed notebook outputs show (CPU chapters run the paper's full
   protocol here),
+* ``gpu`` -- a larger protocol for one GPU, at most about 8 minutes per experiment there,
 * ``paper`` -- the paper's full protocol where that needs a GPU.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-SCALES: tuple[str, ...] = ("ci", "book", "paper")
+SCALES: tuple[str, ...] = ("ci", "book", "gpu", "paper")
 """The scales, smallest first."""
 
 SCALE_ENV = "PDEEOS_SCALE"

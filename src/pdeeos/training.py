@@ -3,8 +3,10 @@
 Every copy starts from the same initial weights and sees the same shuffled, augmented batches
 (drawn once per step from one seeded generator on the device), so the copies differ only by the
 last-bit perturbation of their optimizer (:mod:`pdeeos.optim`). After every epoch the trainer
-records each copy's test accuracy and training loss and its RelL1 distance (:func:`pdeeos.metrics.rel_l1`)
-to the first copy, per layer and for the whole network. Its state — weights, optimizer buffers,
+records each copy's test accuracy and training loss, its RelL1 distance (:func:`pdeeos.metrics.rel_l1`)
+to the first copy, per layer and for the whole network, and how far each copy moved during the epoch
+(RelL1 to its own weights one epoch earlier). At the end :meth:`LockstepTrainer.predictions` gives
+every copy's predicted class for every test image. Its state — weights, optimizer buffers,
 generator state, history — checkpoints at epoch ends, and a resumed run is bit-identical to an
 uninterrupted one.
 """
@@ -108,6 +110,7 @@ class History:
     train_loss: list[list[float]] = field(default_factory=list)
     rel_l1: list[list[float]] = field(default_factory=list)
     rel_l1_layers: list[list[list[float]]] = field(default_factory=list)
+    movement: list[list[float]] = field(default_factory=list)
     grad_fluctuation: list[float] = field(default_factory=list)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -131,6 +134,7 @@ class LockstepTrainer:
         self.layers = [n for n, p in base.named_parameters() if p.ndim > 1]
         self.epoch = 0
         self.history = History()
+        self.previous = self.flat_weights()
 
     # ------------------------------------------------------------------ one epoch
 
@@ -172,6 +176,21 @@ class LockstepTrainer:
                       for i in range(0, len(y), batch_size))
         return 100.0 * correct / len(y)
 
+    @torch.no_grad()
+    def predictions(self, batch_size: int = 1000) -> torch.Tensor:
+        """Every copy's predicted class for every test image (copies × test images, int64, CPU)."""
+        x = self.test_split.x
+        out = []
+        for model in self.models:
+            model.eval()
+            out.append(torch.cat([model(x[i: i + batch_size]).argmax(1).cpu()
+                                  for i in range(0, len(x), batch_size)]))
+        return torch.stack(out)
+
+    def flat_weights(self) -> list[torch.Tensor]:
+        """Every copy's parameters as one flat vector each (detached copies)."""
+        return [torch.cat([p.detach().flatten() for p in m.parameters()]).clone() for m in self.models]
+
     def distances(self) -> tuple[list[float], list[list[float]]]:
         """RelL1 of each copy to the first: whole network, and per weight layer."""
         ref = dict(self.models[0].named_parameters())
@@ -188,6 +207,9 @@ class LockstepTrainer:
         losses = self.train_epoch()
         self.epoch += 1
         whole, layers = self.distances()
+        current = self.flat_weights()
+        self.history.movement.append([rel_l1(a, b) for a, b in zip(current, self.previous)])
+        self.previous = current
         self.history.test_acc.append([self.test_accuracy(m) for m in self.models])
         self.history.train_loss.append(losses)
         self.history.rel_l1.append(whole)
@@ -209,6 +231,7 @@ class LockstepTrainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "generator": self.generator.get_state(),
             "history": asdict(self.history),
+            "previous": self.previous,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -222,6 +245,7 @@ class LockstepTrainer:
             opt.load_state_dict(sd)
         self.generator.set_state(state["generator"])
         self.history = History(**state["history"])
+        self.previous = [p.to(self.device) for p in state["previous"]]
 
     def train(self, epochs: int | None = None, *, checkpoint: Path | None = None,
               progress: Callable[..., Any] | None = None) -> History:

@@ -21,7 +21,7 @@ import torch
 from pdeeos import models
 from pdeeos.metrics import largest_safe
 from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.perturbed_sgd import prepare
+from pdeeos.experiments.perturbed_sgd import load_splits, prepare_device
 from pdeeos.training import TrainConfig, train_lockstep
 
 AMPLIFIED = 100 * 2.0 ** -23
@@ -42,7 +42,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def run(ctx: RunContext) -> RunOutput:
     """One lockstep k = 1 / k = 3 pair per n, lr = lr_times_epochs / n for n epochs."""
     cfg = ctx.config
-    train, test, described = prepare(ctx)
+    prepare_device(ctx.device)
+    train, test, described = load_splits(cfg, ctx.device)
     ns = cfg["ns"]
     rel = np.full((len(ns), max(ns)), np.nan)
     acc = np.full((len(ns), max(ns)), np.nan)

@@ -1,57 +1,73 @@
 """Table 1 and Fig. 3 (left) of the paper: lockstep copies per k, several batch-selection seeds.
 
-For every seed (the batch order and augmentation; the initial weights stay fixed, as in the paper)
-one copy of the network per k in {1, 3, 5, 7, 9, 11} trains on identical batches. The run stores
-every copy's test accuracy and RelL1 distance to the k = 1 copy after every epoch, and for the first
-seed the per-layer distances and the relative gradient fluctuation from batch selection
-(footnote 5). Accuracy of a copy = mean test accuracy over the last 10 epochs; standard deviations
-use ddof = 0, as in the official code.
+For every seed (the batch order and augmentation; the initial weights stay fixed, as the paper's
+text says — the official ``main6.py`` seeds torch before building the network, so there a seed also
+changes the initial weights) one copy of the network per k in {1, 3, 5, 7, 9, 11} trains on
+identical batches. The seeds are independent tasks shared by worker processes. The run stores every
+copy's test accuracy, RelL1 distance to the k = 1 copy (whole network and per layer) and movement
+after every epoch, every copy's final prediction for every test image, and for the first seed the
+relative gradient fluctuation from batch selection (footnote 5). Accuracy of a copy = mean test
+accuracy over the last ``last`` epochs. The spreads over k and over seeds, their intervals, the
+prediction churn and the ANOVA come from :mod:`pdeeos.spread`.
+
+The ``book`` protocol keeps what the effect depends on: at least 2,500 SGD steps at the paper's
+large learning rate 0.1 before the first decay (the paper: 15,640), then two decays.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pdeeos import data, models
-from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.training import DTYPES, Split, TrainConfig, set_deterministic, train_lockstep
+from pdeeos import data, models, spread
+from pdeeos.experiments import Experiment, RunContext, RunOutput, Tick
+from pdeeos.training import DTYPES, LockstepTrainer, Split, TrainConfig, set_deterministic
 
 KS = (1, 3, 5, 7, 9, 11)
 PROTOCOL = dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                 batch_size=128, gamma=0.1, augment=True, dtype="float32")
 """The paper's training protocol (milestones and epochs are per scale)."""
 
+PAPER_PROTOCOL = {"images": 50_000, "steps_at_large_lr": 15_640, "total_steps": 78_200, "seeds": 6,
+                  "ks": 6, "model": "ResNet-56 (855,770 parameters)"}
+"""The paper's Table 1 protocol in numbers (391 steps an epoch, 40 of 200 epochs at lr 0.1)."""
+
+CIFAR = dict(dataset="cifar10", train_limit=None, test_limit=None)
+"""The whole offline CIFAR-10 subset (5,085 training, 1,017 test images): 40 steps an epoch."""
+CIFAR_SCHEDULE = dict(epochs=67, milestones=[63, 65], last=2)
+"""2,520 steps at lr 0.1, then 80 at 0.01 and 80 at 0.001 on the CIFAR-10 subset."""
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "ci": dict(PROTOCOL, dataset="cifar10", train_limit=256, test_limit=256, model="resnet8",
-               width=4, activation="relu", ks=[1, 3, 5], seeds=[0, 1], epochs=2, milestones=[1],
-               fluctuation_batches=2, last=2),
-    "book": dict(PROTOCOL, dataset="cifar10", train_limit=1280, test_limit=None, model="resnet8",
-                 width=8, activation="relu", ks=list(KS), seeds=[0, 1, 2], epochs=15,
-                 milestones=[3, 6, 9, 12], fluctuation_batches=8, last=3),
+               width=4, activation="relu", ks=[1, 3, 5], seeds=[0, 1], epochs=3, milestones=[1, 2],
+               fluctuation_batches=2, last=1),
+    "book": dict(PROTOCOL, **CIFAR, **CIFAR_SCHEDULE, model="resnet8", width=8, activation="relu",
+                 ks=list(KS), seeds=list(range(6)), fluctuation_batches=8),
+    "gpu": dict(PROTOCOL, **CIFAR, **CIFAR_SCHEDULE, model="resnet20", width=16,
+                activation="relu", ks=list(KS), seeds=list(range(6)), fluctuation_batches=8),
     "paper": dict(PROTOCOL, dataset="cifar10", train_limit=None, test_limit=None, model="resnet56",
-                  width=16, activation="relu", ks=list(KS), seeds=[0, 1, 2, 3, 4, 5], epochs=200,
+                  width=16, activation="relu", ks=list(KS), seeds=list(range(6)), epochs=200,
                   milestones=[40, 80, 120, 160], fluctuation_batches=8, last=10),
 }
 
 
-def train_config(cfg: dict[str, Any], seed: int) -> TrainConfig:
-    """The trainer's config for one batch-selection ``seed``."""
+def train_config(cfg: dict[str, Any], seed: int, *, fluctuation: bool = True) -> TrainConfig:
+    """The trainer's config for one batch-selection ``seed`` (gradient fluctuation measured only
+    where ``fluctuation``)."""
     keys = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "epochs",
-            "gamma", "augment", "dtype", "fluctuation_batches")
+            "gamma", "augment", "dtype")
     return TrainConfig(ks=tuple(cfg["ks"]), milestones=tuple(cfg["milestones"]), batch_seed=seed,
+                       fluctuation_batches=cfg["fluctuation_batches"] if fluctuation else 0,
                        **{k: cfg[k] for k in keys})
 
 
-def prepare(ctx: RunContext) -> tuple[Split, Split, str]:
-    """Make training deterministic (one thread on CPU) and return the config's train and test
-    splits on the run's device with a line describing them."""
-    cfg, device = ctx.config, ctx.device
-    set_deterministic()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+def load_splits(cfg: dict[str, Any], device: torch.device) -> tuple[Split, Split, str]:
+    """The config's train and test splits on ``device`` with a line describing them."""
     dtype = DTYPES[cfg["dtype"]]
     train_ds, test_ds = data.load(cfg["dataset"], "train"), data.load(cfg["dataset"], "test")
     train = Split.from_dataset(train_ds, limit=cfg["train_limit"], dtype=dtype, device=device)
@@ -61,83 +77,144 @@ def prepare(ctx: RunContext) -> tuple[Split, Split, str]:
     return train, test, line
 
 
+def prepare_device(device: torch.device) -> None:
+    """Deterministic kernels, and one thread on a CPU (parallelism comes from worker processes)."""
+    set_deterministic()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+
+
 def build_model(cfg: dict[str, Any], train: Split) -> torch.nn.Module:
-    """The config's network for the images of ``train`` (ResNets take ``width``, VGG the size)."""
-    shape = {"width": cfg["width"]} if cfg["model"].startswith("resnet") else {
-        "input_size": train.x.shape[-1]}
+    """The config's network for the images of ``train``."""
+    shape = {"width": cfg["width"]}
+    if not cfg["model"].startswith("resnet"):
+        shape["input_size"] = train.x.shape[-1]
     return models.build(cfg["model"], activation=cfg["activation"], in_channels=train.x.shape[1],
                         **shape)
 
 
-def table1(acc: np.ndarray, last: int) -> dict[str, Any]:
-    """Table 1 from test accuracies ``acc`` (seeds × epochs × ks): final accuracy per (k, seed) and
-    the standard deviations over k (per seed) and over seeds (per k), ddof = 0."""
-    final = acc[:, -last:, :].mean(axis=1).T  # ks × seeds
-    std_over_k, std_over_seeds = final.std(axis=0), final.std(axis=1)
-    return {"final_acc": final, "std_over_k": std_over_k, "std_over_seeds": std_over_seeds,
-            "mean_std_over_k": float(std_over_k.mean()),
-            "mean_std_over_seeds": float(std_over_seeds.mean()), "mean_acc": float(final.mean())}
+def steps_per_epoch(cfg: dict[str, Any], n_train: int) -> int:
+    """SGD steps in one epoch (the last, partial batch counts)."""
+    return math.ceil(n_train / cfg["batch_size"])
+
+
+def schedule(cfg: dict[str, Any], n_train: int) -> list[tuple[float, int]]:
+    """(learning rate, steps at it) for each stage of the step schedule."""
+    per_epoch, bounds = steps_per_epoch(cfg, n_train), [0, *cfg["milestones"], cfg["epochs"]]
+    return [(cfg["lr"] * cfg["gamma"] ** i, (b - a) * per_epoch)
+            for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b > a]
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    """One batch-selection seed's lockstep copies: what a worker process needs to train them."""
+
+    config: dict[str, Any]
+    seed: int
+    fluctuation: bool
+    device: str
+    checkpoint: Path
+
+
+def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
+    """Train one seed's copies (resuming from its checkpoint); their history and final predictions."""
+    device = torch.device(task.device)
+    prepare_device(device)
+    train, test, _ = load_splits(task.config, device)
+    torch.manual_seed(0)  # the same initial weights for every seed, as the paper's text says
+    trainer = LockstepTrainer(build_model(task.config, train), train, test,
+                              train_config(task.config, task.seed, fluctuation=task.fluctuation),
+                              device)
+
+    def ticking(epochs: range):
+        for epoch in epochs:
+            yield epoch
+            tick()
+
+    trainer.train(checkpoint=task.checkpoint, progress=ticking)
+    return {**trainer.history.arrays(), "predictions": trainer.predictions().numpy()}
+
+
+def final_accuracy(acc: np.ndarray, last: int) -> np.ndarray:
+    """Accuracy of each copy, the mean of its last ``last`` epochs: ks × seeds from seeds × epochs × ks."""
+    return acc[:, -last:, :].mean(axis=1).T
+
+
+def check_ready(ctx: RunContext) -> tuple[Split, Split, str]:
+    """Load the data and build the network once before any training, so that a missing data set
+    or a bad config fails at once; the splits and their description."""
+    cfg = ctx.config
+    train, test, described = load_splits(cfg, torch.device("cpu"))
+    build_model(cfg, train)
+    return train, test, described
 
 
 def run(ctx: RunContext) -> RunOutput:
-    """Train every seed's lockstep copies (resuming from checkpoints) and tabulate."""
+    """Train every seed's lockstep copies in worker processes (resuming from checkpoints) and
+    summarise the spreads."""
     cfg = ctx.config
-    train, test, described = prepare(ctx)
+    train, test, described = check_ready(ctx)
+    tasks = [SeedTask(cfg, seed, i == 0, str(ctx.device), ctx.checkpoint_dir / f"seed{seed}.pt")
+             for i, seed in enumerate(cfg["seeds"])]
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    histories = ctx.map(train_seed, tasks, units=cfg["epochs"], desc=ctx.experiment)
 
-    def model_fn() -> torch.nn.Module:
-        return build_model(cfg, train)
+    def stack(key: str) -> np.ndarray:
+        return np.stack([h[key] for h in histories])
 
-    histories = []
-    for seed in cfg["seeds"]:
-        trainer = train_lockstep(model_fn, train, test, train_config(cfg, seed), init_seed=0,
-                                 device=ctx.device, checkpoint=ctx.checkpoint_dir / f"seed{seed}.pt",
-                                 progress=lambda it, s=seed: ctx.progress(it, desc=f"seed {s}"))
-        histories.append(trainer.history.arrays())
-    acc = np.stack([h["test_acc"] for h in histories])
-    table = table1(acc, cfg["last"])
-    fluct = histories[0]["grad_fluctuation"]
+    acc = stack("test_acc")
+    final = final_accuracy(acc, cfg["last"])
+    predictions = stack("predictions")
+    stages = schedule(cfg, len(train.y))
+    net = build_model(cfg, train)
     arrays = {
         "ks": np.asarray(cfg["ks"]), "seeds": np.asarray(cfg["seeds"]), "test_acc": acc,
-        "train_loss": np.stack([h["train_loss"] for h in histories]),
-        "rel_l1": np.stack([h["rel_l1"] for h in histories]),
-        "rel_l1_layers": histories[0]["rel_l1_layers"], "grad_fluctuation": fluct,
-        "final_acc": table["final_acc"], "std_over_k": table["std_over_k"],
-        "std_over_seeds": table["std_over_seeds"],
+        "train_loss": stack("train_loss"), "rel_l1": stack("rel_l1"),
+        "rel_l1_layers": stack("rel_l1_layers"), "movement": stack("movement"),
+        "grad_fluctuation": histories[0]["grad_fluctuation"], "final_acc": final,
+        "std_over_k": spread.std_over_k(final), "std_over_seeds": spread.std_over_seeds(final),
+        "predictions": predictions.astype(np.int8), "test_labels": test.y.numpy().astype(np.int8),
     }
     summary = {
-        "data": described, "model": f"{cfg['model']} ({cfg['activation']}, "
-        f"{models.count_parameters(model_fn()):,} parameters)",
-        "mean_acc": table["mean_acc"], "mean_std_over_k": table["mean_std_over_k"],
-        "mean_std_over_seeds": table["mean_std_over_seeds"],
-        "grad_fluctuation_median": float(np.median(fluct)),
-        "layers": [n for n, p in model_fn().named_parameters() if p.ndim > 1],
+        "data": described,
+        "model": f"{cfg['model']} ({cfg['activation']}, {models.count_parameters(net):,} parameters)",
+        "steps_per_epoch": steps_per_epoch(cfg, len(train.y)),
+        "steps_at_large_lr": stages[0][1], "total_steps": sum(n for _, n in stages),
+        "schedule": [[lr, n] for lr, n in stages], "paper_protocol": PAPER_PROTOCOL,
+        **spread.summarize(final, predictions),
+        "grad_fluctuation_median": float(np.median(histories[0]["grad_fluctuation"])),
+        "layers": [n for n, p in net.named_parameters() if p.ndim > 1],
     }
     return RunOutput(arrays=arrays, summary=summary)
 
 
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "swish": ("App. C Table 4: Swish activation", dict(activation="swish")),
-    "adam": ("App. C: perturbed Adam (lr 1e-3)", dict(optimizer="adam", lr=1e-3)),
-    "float64": ("App. C: float64 weights and data", dict(dtype="float64")),
-    "vgg16": ("App. C Table 5: VGG16-BN, Swish", dict(model="vgg16_bn", activation="swish")),
-    "fashion-mnist": ("App. C Table 5: Fashion-MNIST, Swish",
-                      dict(dataset="fashion_mnist", activation="swish")),
-}
-"""The appendix variants: the same protocol with these config changes."""
+FEW_SEEDS = dict(seeds=[0, 1, 2])
+"""6 k × 3 seeds: the issue's minimum for the App. C variants (Table 1 and Swish keep six)."""
 
-REDUCED: dict[str, dict[str, dict[str, Any]]] = {
-    "vgg16": {"book": dict(train_limit=512, test_limit=256, epochs=5, milestones=[3, 4], last=2,
-                           fluctuation_batches=2)},
+VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
+    "swish": ("App. C Table 6: Swish activation", dict(activation="swish"), {}),
+    "adam": ("App. C Table 7: perturbed Adam (lr 1e-3)", dict(optimizer="adam", lr=1e-3),
+             {"book": FEW_SEEDS, "gpu": FEW_SEEDS}),
+    "float64": ("App. C Table 8: float64 weights and data", dict(dtype="float64"),
+                {"book": dict(FEW_SEEDS, width=4), "gpu": FEW_SEEDS}),
+    "vgg16": ("App. C: VGG16-BN, Swish", dict(model="vgg16_bn", activation="swish"),
+              {"ci": dict(width=8), "book": dict(FEW_SEEDS, width=8), "gpu": dict(FEW_SEEDS, width=32),
+               "paper": dict(width=64)}),
+    "fashion-mnist": ("App. C: Fashion-MNIST, Swish",
+                      dict(dataset="fashion_mnist", activation="swish"),
+                      {"book": dict(FEW_SEEDS, epochs=8, milestones=[6, 7], last=1),
+                       "gpu": dict(FEW_SEEDS, epochs=8, milestones=[6, 7], last=1)}),
 }
-"""Per-scale reductions of a variant's config where the shared ``book`` config would take far
-longer than a quarter of an hour on one CPU thread: VGG16-BN (15M parameters) trains some 25 times
-slower per image than the width-8 ResNet-8."""
+"""The appendix variants: the same protocol with these config changes, and per-scale changes
+(fewer seeds; float64 convolutions are four times slower on a CPU, so the float64 ``book`` network
+is the width-4 ResNet-8; VGG16-BN is narrowed to 1/8 of its channels; Fashion-MNIST has 469 steps an
+epoch, so 6 epochs give 2,814 steps at lr 0.1)."""
 
 
 def _experiment(name: str, summary: str, overrides: dict[str, Any],
-                reduced: dict[str, dict[str, Any]] | None = None) -> Experiment:
-    reduced = reduced or {}
-    configs = {scale: dict(cfg, **overrides, **reduced.get(scale, {}))
+                per_scale: dict[str, dict[str, Any]] | None = None) -> Experiment:
+    per_scale = per_scale or {}
+    configs = {scale: dict(cfg, **overrides, **per_scale.get(scale, {}))
                for scale, cfg in CONFIGS.items()}
     return Experiment(name=name, summary=summary, chapter="06-perturbed-sgd", configs=configs,
                       func=run, dtype="float32")
@@ -146,6 +223,6 @@ def _experiment(name: str, summary: str, overrides: dict[str, Any],
 EXPERIMENT = (
     _experiment("perturbed-sgd",
                 "Table 1 / Fig. 3 left: lockstep perturbed-SGD copies (k = 1..11) over batch seeds", {}),
-    *(_experiment(f"perturbed-sgd-{key}", summary, overrides, REDUCED.get(key))
-      for key, (summary, overrides) in VARIANTS.items()),
+    *(_experiment(f"perturbed-sgd-{key}", summary, overrides, per_scale)
+      for key, (summary, overrides, per_scale) in VARIANTS.items()),
 )
