@@ -226,3 +226,36 @@ EXPERIMENT = (
     *(_experiment(f"perturbed-sgd-{key}", summary, overrides, per_scale)
       for key, (summary, overrides, per_scale) in VARIANTS.items()),
 )
+
+TRAIN_IMAGES = {"cifar10": {None: 5_085}, "fashion_mnist": {None: 60_000}}
+"""Training images of the offline data sets the configs use (``train_limit = None``: all of them)."""
+
+
+def protocol(name: str, scale: str = "book") -> dict[str, Any]:
+    """What experiment ``name`` trains at ``scale``, in numbers, without running it: images, steps at
+    each learning rate, copies and seeds (for the chapter's table beside the paper's protocol)."""
+    from pdeeos.experiments import get
+
+    cfg = get(name).config(scale)
+    n_train = cfg["train_limit"] or TRAIN_IMAGES[cfg["dataset"]][None]
+    stages = schedule(cfg, n_train)
+    return {"experiment": name, "network": f"{cfg['model']} width {cfg['width']}, {cfg['activation']}",
+            "optimizer, dtype": f"{cfg['optimizer']}, {cfg['dtype']}", "training images": n_train,
+            "steps at the large lr": stages[0][1], "steps after it": sum(n for _, n in stages[1:]),
+            "decays": len(stages) - 1, "k × seeds": f"{len(cfg['ks'])} × {len(cfg['seeds'])}"}
+
+
+def spread_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's spreads with their 95 % intervals and the ledger's verdict, as one table row."""
+    def ci(key: str, digits: int = 2) -> str:
+        lo, hi = summary[f"{key}_ci"]
+        return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    return {"mean acc (%)": summary["mean_acc"],
+            "STD over k (%)": summary["mean_std_over_k"], "95 % CI (k)": ci("std_over_k"),
+            "STD over seeds (%)": summary["mean_std_over_seeds"], "95 % CI (seeds)": ci("std_over_seeds"),
+            "churn over k (%)": summary["churn_over_k"], "95 % CI (churn k)": ci("churn_over_k", 1),
+            "churn over seeds (%)": summary["churn_over_seeds"],
+            "95 % CI (churn seeds)": ci("churn_over_seeds", 1),
+            "churn ratio": summary["churn_ratio"], "95 % CI (ratio)": ci("churn_ratio"),
+            "ANOVA p (seed)": summary["anova_p_seed"], "verdict": spread.verdict(summary)}
