@@ -139,8 +139,7 @@ def _spread_text(s: Mapping) -> str:
             f"{_interval(s['churn_ratio'], s['churn_ratio_ci'])}); STD over k "
             f"{_interval(s['mean_std_over_k'], s['std_over_k_ci'])} % vs over seeds "
             f"{_interval(s['mean_std_over_seeds'], s['std_over_seeds_ci'])} % (ddof {s['ddof']}); ANOVA "
-            f"seed effect p = {s['anova_p_seed']:.2g}; {s['model']}, {s['data']}, "
-            f"{s['steps_at_large_lr']:,} steps at the large lr, acc {s['mean_acc']:.1f} %")
+            f"seed effect p = {s['anova_p_seed']:.2g}; {s['model'].split(' (')[0]}, acc {s['mean_acc']:.1f} %")
 
 
 def _table1(runs: Runs) -> tuple[str, str]:
@@ -434,22 +433,47 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\u4e00-\u9fff\- ]", "", text)
 
 
+BADGES: dict[str, str] = {"reproduced": "success", "partly": "warning", "inconclusive": "info",
+                          "not reproduced": "danger", "not yet run": "muted"}
+"""The sphinx-design badge colour of each verdict."""
+
+
+def badge(verdict: str, text: str | None = None) -> str:
+    """A verdict as a coloured MyST badge."""
+    return f"{{bdg-{BADGES[verdict]}}}`{text or verdict}`"
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return " ".join(text.split())
+
+
+def _provenance(row: Row) -> str:
+    c = row.claim
+    if row.runs:
+        runs = "; ".join(f"`{r.experiment}` at scale {r.scale}, {r.provenance['device']}, "
+                         f"{r.provenance['date'][:10]}, commit {r.provenance['git_commit'][:10]}"
+                         for r in row.runs)
+    else:
+        runs = "no stored run; " + ", ".join(f"`python -m pdeeos run {name} --scale book`"
+                                             for name in c.experiments)
+    return runs + (f". Rule: {c.rule}" if c.rule else "")
 
 
 def markdown(table: list[Row], *, chapters: str = "../chapters") -> str:
-    """The ledger as a MyST table, each row linking to the chapter section that shows it."""
-    lines = ["| item | claim | paper | this book | run | verdict |", "| --- | --- | --- | --- | --- | --- |"]
-    for row in table:
+    """The ledger as MyST: the verdict counts, a table whose first column is the verdict badge and
+    whose rows link to the chapter section that shows them, then (folded) every row's stored runs and,
+    where it has one, the rule that decided its verdict."""
+    found = counts(table)
+    lines = [" ".join(badge(v, f"{n} {v}") for v, n in found.items() if n), "",
+             "```{list-table}", ":header-rows: 1", ":class: ledger", ":widths: 11 11 22 13 34 9", "",
+             "* - verdict", "  - item", "  - claim", "  - paper", "  - this book", "  - where"]
+    details = []
+    for i, row in enumerate(table, start=1):
         c = row.claim
-        where = f"[ch. {int(c.chapter[:2])}]({chapters}/{c.chapter}.ipynb#{slug(c.section)})"
-        if row.runs:
-            run = "; ".join(f"`{r.experiment}` {r.scale}, {r.provenance['device']}, {r.provenance['date'][:10]}"
-                            for r in row.runs)
-        else:
-            run = f"`python -m pdeeos run {c.experiments[0]} --scale book`"
-        verdict = f"**{row.verdict}**" + (f" (rule: {c.rule})" if c.rule else "")
-        lines.append("| " + " | ".join(_cell(v) for v in (
-            f"{c.item} ({c.source})", c.claim, c.paper, row.ours, f"{run}, {where}", verdict)) + " |")
+        where = f"[ch. {int(c.chapter[:2])}]({chapters}/{c.chapter}.ipynb#{slug(c.section)}), [runs](#ledger-runs)"
+        lines += [f"* - {badge(row.verdict)}", f"  - {_cell(c.item)} ({c.source})", f"  - {_cell(c.claim)}",
+                  f"  - {_cell(c.paper)}", f"  - {_cell(row.ours)}", f"  - {where}"]
+        details.append(f"{i}. **{c.item}** ({c.source}): {_cell(_provenance(row))}")
+    lines += ["```", "", "(ledger-runs)=", "```{dropdown} The stored run behind every row, and the rules",
+              *details, "```"]
     return "\n".join(lines) + "\n"

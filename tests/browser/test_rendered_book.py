@@ -161,3 +161,40 @@ def test_hidden_cell_opens(server, browser, page):
     code = details.find_element("css selector", "pre")
     WebDriverWait(browser, 5).until(lambda b: code.is_displayed(), f"{page}: the opened cell is not shown")
     assert "pdeeos" in code.text
+
+
+TABLES_OUTSIDE = """
+const article = document.querySelector("article") || document.querySelector("main");
+const limit = Math.min(article.getBoundingClientRect().right, document.documentElement.clientWidth);
+return Array.from(article.querySelectorAll("table"))
+  .filter(t => t.getBoundingClientRect().right > limit + 1 || t.scrollWidth > t.clientWidth + 1)
+  .map(t => t.innerText.replace(/\\s+/g, " ").slice(0, 60));
+"""
+
+VERDICTS_OUTSIDE = """
+const width = document.documentElement.clientWidth;
+const rows = Array.from(document.querySelectorAll("table.ledger tbody tr"));
+return {rows: rows.length, outside: rows.filter(r => {
+  const cell = r.cells[0].getBoundingClientRect();
+  return cell.left < 0 || cell.right > width || !r.cells[0].querySelector(".sd-badge");
+}).map(r => r.innerText.slice(0, 60))};
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_table_overflows_its_column(server, browser, page):
+    """At 1280 px every table (the ledger's, every chapter's data frames) fits inside the page's
+    content column: no last column cut off, no horizontal scrolling."""
+    browser.set_window_size(1280, 2000)
+    browser.get(f"{server}/{page}")
+    assert browser.execute_script(TABLES_OUTSIDE) == [], f"{page}: tables wider than the page"
+
+
+@pytest.mark.parametrize("width", [1280, 1400])
+def test_every_ledger_verdict_is_visible(server, browser, width):
+    browser.set_window_size(width, 2000)
+    browser.get(f"{server}/book/ledger.html")
+    report = browser.execute_script(VERDICTS_OUTSIDE)
+    browser.save_screenshot(str(SHOTS / f"ledger-{width}px.png"))
+    assert report["rows"] >= 20 and report["outside"] == [], report
+    browser.set_window_size(1280, 2000)
