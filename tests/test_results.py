@@ -1,10 +1,13 @@
 """Stored runs, provenance, the experiment registry and the command line."""
 
 import json
+import shutil
+from pathlib import Path
 import time
 
 import numpy as np
 import pytest
+import torch
 
 from pdeeos import cli, config, experiments, results
 
@@ -126,3 +129,78 @@ def test_stored_runs_match_the_config_their_experiment_has_now(name):
         stored = results.load_run(name, scale).config
         assert stored == json.loads(json.dumps(exp.configs[scale])), (
             f"{name} ({scale}) was stored with another config: re-run it")
+
+
+# ----------------------------------------------------------------------------- runs that fail early
+
+
+@pytest.fixture
+def never_runs(monkeypatch):
+    """heat-cfl's config with a function that fails the test if it is ever called."""
+    real = experiments.get("heat-cfl")
+
+    def must_not_run(ctx):
+        raise AssertionError("the experiment started although its set-up was bad")
+
+    fake = experiments.Experiment(name=real.name, summary=real.summary, chapter=real.chapter,
+                                  configs=real.configs, func=must_not_run)
+    monkeypatch.setattr(experiments, "get", lambda name: fake)
+    return fake
+
+
+def test_an_unwritable_results_folder_fails_before_any_work(never_runs, capsys):
+    with pytest.raises(ValueError, match="cannot write the results of heat-cfl to /proc/forbidden"):
+        experiments.run_experiment("heat-cfl", "ci", device="cpu", root=Path("/proc/forbidden"))
+    assert cli.main(["run", "heat-cfl", "--scale", "ci", "--results", "/proc/forbidden"]) == 2
+    assert "cannot write the results of heat-cfl to /proc/forbidden" in capsys.readouterr().err
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_any_work(never_runs, tmp_path):
+    blocked = results.run_dir("heat-cfl", "ci", tmp_path) / "checkpoints"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the checkpoint folder should be")
+    with pytest.raises(ValueError, match="cannot write the checkpoints of heat-cfl"):
+        experiments.run_experiment("heat-cfl", "ci", device="cpu", root=tmp_path)
+
+
+@pytest.mark.parametrize(("device", "message"), [("nonsense", "is not a torch device"),
+                                                  ("cuda:7", "asked for, but torch sees")])
+def test_a_device_that_does_not_exist_fails_before_any_work(never_runs, tmp_path, device, message, capsys):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has that GPU")
+    with pytest.raises(ValueError, match=message):
+        experiments.run_experiment("heat-cfl", "ci", device=device, root=tmp_path)
+    assert cli.main(["run", "heat-cfl", "--scale", "ci", "--device", device, "--results", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _stored_heat(root: Path) -> results.StoredRun:
+    run = results.load_run("heat-cfl")
+    target = results.run_dir("heat-cfl", run.scale, root)
+    shutil.copytree(run.path, target)
+    return results.load_run("heat-cfl", root=root)
+
+
+@pytest.mark.parametrize("damaged", ["run.json", "data.npz"])
+def test_a_truncated_stored_run_is_a_clear_error(tmp_path, damaged, capsys):
+    run = _stored_heat(tmp_path)
+    path = run.path / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"stored run {path} is damaged"):
+        results.load_run("heat-cfl", root=tmp_path)
+    assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_a_stored_run_with_another_config_or_wrong_arrays_is_refused(tmp_path):
+    run = _stored_heat(tmp_path)
+    results.save_run(run.path, experiment=run.experiment, config=dict(run.config, steps=1),
+                     arrays=run.arrays, summary=run.summary, provenance=run.provenance)
+    with pytest.raises(ValueError, match="was made with another config .* \\(differs in steps\\)"):
+        results.load_run("heat-cfl", root=tmp_path)
+    cfg = experiments.get("perturbed-sgd").config("ci")
+    arrays = {"test_acc": np.zeros((1, cfg["epochs"], len(cfg["ks"])))}
+    results.save_run(results.run_dir("perturbed-sgd", "ci", tmp_path), experiment="perturbed-sgd",
+                     config=cfg, arrays=arrays, summary={}, provenance=run.provenance)
+    with pytest.raises(ValueError, match="array 'test_acc' has shape \\(1, 3, 3\\), its config gives \\(2, 3, 3\\)"):
+        results.load_run("perturbed-sgd", root=tmp_path)

@@ -56,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     show_progress=not args.no_progress, workers=args.workers))
         else:
             _print(results.load_run(args.experiment, args.scale, args.results))
-    except (KeyError, ValueError, FileNotFoundError) as err:
+    except (KeyError, ValueError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    except OSError as err:   # FileNotFoundError of a missing run, a data set that cannot be read
+        print(f"error: {err.strerror + ': ' + str(err.filename) if err.filename else err}", file=sys.stderr)
         return 2
     return 0
 

@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """Create ``directory`` if needed and check that a file can be written there; ``ValueError``
+    naming the folder and the reason otherwise (before any long work starts)."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {what} to {directory}: {err.strerror or err}") from err
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
@@ -209,15 +222,39 @@ def load_run(experiment: str, scale: str | None = None, root: Path | None = None
             f"no stored run of {experiment!r} at scale {scale!r} in {directory}; "
             f"produce one with: python -m pdeeos run {experiment} --scale {scale}"
         )
-    record = json.loads((directory / "run.json").read_text())
-    with np.load(directory / "data.npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return StoredRun(
-        experiment=experiment,
-        scale=scale,
-        path=directory,
-        config=record["config"],
-        summary=record["summary"],
-        provenance=record["provenance"],
-        arrays=arrays,
-    )
+    remake = f"re-make it with: python -m pdeeos run {experiment} --scale {scale}"
+    try:
+        record = json.loads((directory / "run.json").read_text())
+        parts = {key: record[key] for key in ("config", "summary", "provenance")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"stored run {directory / 'run.json'} is damaged ({err}); {remake}") from err
+    try:
+        with np.load(directory / "data.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"stored run {directory / 'data.npz'} is damaged ({err}); {remake}") from err
+    run = StoredRun(experiment=experiment, scale=scale, path=directory, arrays=arrays, **parts)
+    _check_against_experiment(run, remake)
+    return run
+
+
+def _check_against_experiment(run: StoredRun, remake: str) -> None:
+    """``ValueError`` when a stored run of a known experiment was made with another config than the
+    experiment's, or its arrays do not have the shapes that config gives (where it declares them)."""
+    from pdeeos.experiments import registry
+
+    exp = registry().get(run.experiment)
+    if exp is None or run.scale not in exp.configs:
+        return
+    now = json.loads(json.dumps(dict(exp.configs[run.scale]), default=_json_default))  # as stored
+    if run.config != now:
+        changed = sorted(k for k in set(run.config) | set(now) if run.config.get(k) != now.get(k))
+        raise ValueError(f"stored run {run.path / 'run.json'} was made with another config than "
+                         f"{run.experiment!r} has now (differs in {', '.join(changed)}); {remake}")
+    if exp.shapes is None:
+        return
+    for name, shape in exp.shapes(run.config).items():
+        found = run.arrays[name].shape if name in run.arrays else None
+        if found != tuple(shape):
+            raise ValueError(f"stored run {run.path / 'data.npz'}: array {name!r} has shape {found}, "
+                             f"its config gives {tuple(shape)}; {remake}")

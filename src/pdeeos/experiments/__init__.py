@@ -168,6 +168,8 @@ class Experiment:
     configs: Mapping[str, Mapping[str, Any]]
     func: Callable[[RunContext], RunOutput] = field(repr=False)
     dtype: str = "float64"
+    shapes: Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]] | None = field(default=None, repr=False)
+    """The shapes of (some of) the stored arrays that a config gives, checked when a run is loaded."""
 
     def __post_init__(self) -> None:
         for scale in self.configs:
@@ -205,12 +207,22 @@ def get(name: str) -> Experiment:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None`` picks the GPU when there is one, else the CPU; otherwise ``torch.device(device)``."""
+    """``None`` picks the GPU when there is one, else the CPU; otherwise ``torch.device(device)``,
+    checked to exist here (``ValueError`` saying why not)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device (try cpu or cuda): {err}") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA devices")
+    try:
+        torch.empty(1, device=resolved)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"device {device!r} cannot be used here: {err}") from err
     return resolved
 
 
@@ -240,6 +252,9 @@ def run_experiment(
         show_progress=show_progress,
         workers=default_workers(resolved) if workers is None else check_workers(workers),
     )
+    results.check_writable(ctx.run_dir, f"the results of {name}")
+    if ctx.checkpoint_dir.exists():
+        results.check_writable(ctx.checkpoint_dir, f"the checkpoints of {name}")
     if ctx.wall_file.exists():
         ctx.earlier_wall_s = float(json.loads(ctx.wall_file.read_text())["wall_time_s"])
     ctx.started = time.perf_counter()

@@ -211,13 +211,21 @@ is the width-4 ResNet-8; VGG16-BN is narrowed to 1/8 of its channels; Fashion-MN
 epoch, so 6 epochs give 2,814 steps at lr 0.1)."""
 
 
+def stored_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The shapes a config gives the stored arrays (checked when a run is loaded)."""
+    n_seeds, n_ks = len(cfg["seeds"]), len(cfg["ks"])
+    grid = (n_seeds, cfg["epochs"], n_ks)
+    return {"test_acc": grid, "rel_l1": grid, "final_acc": (n_ks, n_seeds), "ks": (n_ks,),
+            "seeds": (n_seeds,)}
+
+
 def _experiment(name: str, summary: str, overrides: dict[str, Any],
                 per_scale: dict[str, dict[str, Any]] | None = None) -> Experiment:
     per_scale = per_scale or {}
     configs = {scale: dict(cfg, **overrides, **per_scale.get(scale, {}))
                for scale, cfg in CONFIGS.items()}
     return Experiment(name=name, summary=summary, chapter="06-perturbed-sgd", configs=configs,
-                      func=run, dtype="float32")
+                      func=run, dtype="float32", shapes=stored_shapes)
 
 
 EXPERIMENT = (
