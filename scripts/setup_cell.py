@@ -23,12 +23,15 @@ TEMPLATE = '''```{{code-cell}} ipython3
 
 {marker}: where `pdeeos` is not installed, fetch this book's repository (the package and
 # its stored runs) and install it. Elsewhere this cell does nothing. Choose a GPU runtime to re-run the
-# GPU experiments; the package picks the GPU when there is one.
+# GPU experiments; the package picks the GPU when there is one. PDEEOS_REPO, PDEEOS_BRANCH and
+# PDEEOS_CLONE choose another repository (a fork, a local clone), branch or folder.
 import importlib.util, os, subprocess, sys
 
 if importlib.util.find_spec("pdeeos") is None:
-    REPO = "/content/pdeeos"
-    subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", "{url}", REPO], check=True)
+    URL = os.environ.get("PDEEOS_REPO", "{url}")
+    BRANCH = os.environ.get("PDEEOS_BRANCH", "{branch}")
+    REPO = os.environ.get("PDEEOS_CLONE", "/content/pdeeos")
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", BRANCH, URL, REPO], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--editable", REPO], check=True)
     sys.path.insert(0, f"{{REPO}}/src")
     os.chdir(f"{{REPO}}/chapters")
