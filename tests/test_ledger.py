@@ -4,6 +4,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pdeeos import bookgen, ledger, results
@@ -86,3 +87,35 @@ def test_generated_pages(tmp_path):
     runs = (out / "runs.md").read_text()
     assert all(f"`{name}`" in runs for name in registry())
     assert "claims." in (out / "ledger.md").read_text()
+
+
+def test_frozen_g_is_exact_where_g_cannot_depend_on_the_kernel():
+    """A loss linear in the last map makes G_L a constant: its elasticity and the frozen-G_L error
+    vanish for the last layer, and not for the layer below, whose G depends on the last kernel's
+    input through the Swish."""
+    import torch
+
+    from pdeeos.experiments import appf_layers
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 8, 8, generator=gen, dtype=torch.float64)
+    kernels = [torch.randn(3, 3, generator=gen, dtype=torch.float64) / 3 for _ in range(2)]
+    elastic, error = appf_layers.frozen_g(kernels, x, torch.zeros(4, dtype=torch.float64), eta=0.5,
+                                          beta=1.0, loss_fn=lambda last, y: last.mean())
+    assert elastic[-1] == 0 and error[-1] < 1e-12
+    assert elastic[0] > 1e-3 and error[0] > 1e-3
+
+
+def test_app_b_odd_part():
+    from pdeeos.experiments.app_b import odd_part
+
+    assert [odd_part(k) for k in (1, 2, 4, 8, 3, 6, 12, 5, 10, 7)] == [1, 1, 1, 1, 3, 3, 3, 5, 5, 7]
+
+
+def test_layer_onsets():
+    from pdeeos.experiments.perturbed_sgd import layer_onsets
+
+    rel = np.zeros((2, 4, 2, 3))                  # seeds × epochs × ks × layers
+    rel[:, 1:, 1, 0] = 1.0                        # layer 0 from epoch 1
+    rel[:, 3:, 1, 2] = 1.0                        # layer 2 from epoch 3; layer 1 never
+    assert layer_onsets(rel, 1, 0.5) == [1, -1, 3]

@@ -325,9 +325,66 @@ def _zhu(runs: Runs) -> tuple[str, str]:
         "reproduced" if ok else "not reproduced")
 
 
+def _fig11(runs: Runs) -> tuple[str, str]:
+    s = runs["nesterov-curves"].summary
+    alphas = runs["nesterov-curves"].arrays["alphas"]
+    parts = [f"α = {a:.4g}: {'converged' if c else 'diverged' if d else 'neither'}"
+             for a, c, d in zip(alphas, s["converged"], s["diverged"])]
+    ok = all(c == i and d != i for c, d, i in zip(s["converged"], s["diverged"], s["inside"]))
+    return (f"exact bounds {s['alpha_min']:.4g} < α < {s['alpha_max']:.4g}; " + ", ".join(parts),
+            "reproduced" if ok else "not reproduced")
+
+
+def _app_b(runs: Runs) -> tuple[str, str]:
+    s = runs["app-b-controls"].summary
+    ks = runs["app-b-controls"].arrays["ks"].tolist()
+    ours = (f"k = {ks}: {s['identical_pairs']} of {s['pairs']} pairs of copies bit-identical, exactly those "
+            f"whose k share the odd part: {'yes' if s['as_predicted'] else 'no'}; odd k apart by RelL1 up to "
+            f"{s['largest_rel_l1_odd_k']:.1e} after {runs['app-b-controls'].config['epochs']} epochs")
+    return ours, "reproduced" if s["as_predicted"] else "not reproduced"
+
+
+APPF_RULE = ("the median elasticity e_l of G_l (its relative change per relative change of K_l) over "
+             "the run: reproduced if below 0.1 for every layer of every run; not reproduced if above "
+             "0.5 for some layer in most runs; partly otherwise")
+
+
+def _appf(runs: Runs) -> tuple[str, str]:
+    run = runs["appf-layers"]
+    keys = [k for k in run.summary if k.startswith("d")]
+    worst = {k: max(run.summary[k]["median_elasticity_per_layer"]) for k in keys}
+    errors = [e for k in keys for e in run.summary[k]["median_error_per_layer"]]
+    ours = ("median elasticity of G_l, worst layer: " + ", ".join(f"{k}: {v:.2f}" for k, v in worst.items())
+            + f"; frozen-G_l linearisation error (0 exact, 1 unrelated) median {min(errors):.2f}–{max(errors):.2f}")
+    if max(worst.values()) < 0.1:
+        return ours, "reproduced"
+    return ours, "not reproduced" if np.mean([v > 0.5 for v in worst.values()]) > 0.5 else "partly"
+
+
+LAYER_ONSET = 1e-3
+"""RelL1 (k = 3 vs 1) at which a layer counts as having diverged, for the per-layer spread."""
+
+
+def _layers(runs: Runs) -> tuple[str, str]:
+    run = runs["perturbed-sgd"]
+    from pdeeos.experiments.perturbed_sgd import layer_onsets
+
+    onsets = layer_onsets(run.arrays["rel_l1_layers"], list(run.arrays["ks"]).index(3), LAYER_ONSET)
+    per_epoch = run.summary["steps_per_epoch"]
+    names = [n.replace(".weight", "") for n in run.summary["layers"]]
+    order = sorted(zip(onsets, names))
+    ours = (f"step at which each layer's RelL1 (k = 3 vs 1, mean over seeds) first exceeds {LAYER_ONSET:g}: "
+            + ", ".join(f"{n} {o * per_epoch if o >= 0 else 'never'}" for o, n in order))
+    reached = [o for o in onsets if o >= 0]
+    if len(reached) < len(onsets) or not reached:
+        return ours, "inconclusive"
+    return ours, "reproduced" if min(reached) < max(reached) else "inconclusive"
+
+
 # ----------------------------------------------------------------------------- the claims
 
 SUN = "Sun et al."
+BOOK = "this book"
 CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 1", SUN, "FTCS for the heat equation is stable for r = κΔt/Δx² < ½ and blows up beyond",
           "r = 0.4 stable, r = 0.8 diverges; CFL r ≤ ½", "01-heat-cfl", "The measured CFL limit",
@@ -340,6 +397,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 4 (NeurIPS Fig. 3)", SUN, "the linear PDE converges for α inside the bounds, diverges outside",
           "inside converges, outside diverges", "04-von-neumann", "Table 2 reproduced",
           ("vonneumann-tables",), _fig4),
+    Claim("Fig. 11 (App. E.2)", SUN, "the windowed linear Nesterov scheme converges for α inside its "
+          "bounds and diverges outside", "inside converges, outside diverges", "04-von-neumann",
+          "Fig. 11: Nesterov inside and outside its bounds", ("nesterov-curves",), _fig11),
+    Claim("App. F (§5.5)", SUN, "a layer's upstream gradient G_l is approximately independent of its own "
+          "kernel K_l, so each layer follows the one-layer analysis", "approximately independent",
+          "03-cnn-gradient-pde", "App. F: is the upstream gradient independent of the layer's kernel?",
+          ("appf-layers",), _appf, APPF_RULE),
     Claim("Table 9 (NeurIPS Table 6)", SUN, "Nesterov (μ = 0.9, Δt = 1e-4): largest stable α",
           "4/(3Δt²) = 1.33e8 printed, 1.42e8 measured", "04-von-neumann", "Table 9 (NeurIPS Table 6): Nesterov",
           ("vonneumann-tables",), _table9),
@@ -349,12 +413,18 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 5 right", SUN, "RelL1 between k = 1 and k = 3 runs: attenuated when stable, grows then levels off when restrained",
           "attenuated / amplified and bounded", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
           ("cnnpde-regimes",), _fig5_rell1),
-    Claim("Official code", SUN, "two equal implementations agree at Δt ≤ 0.03, disagree at 0.05–0.09",
-          "agree / disagree", "05-one-layer-cnn", "Beyond the k trick: two implementations, two precisions",
+    Claim("Two implementations", BOOK, "the book's own check, not a claim of the paper: two equal "
+          "implementations of the one-layer PDE (FFT and direct convolution) agree at Δt ≤ 0.03 and "
+          "disagree at 0.05–0.09, as the k trick predicts", "— (not in the paper)", "05-one-layer-cnn", "Beyond the k trick: two implementations, two precisions",
           ("cnnpde-regimes",), _implementations),
     Claim("Fig. 6", SUN, "restrained runs sit at the Edge of Stability: Δt·λ_max ≥ 2, stable ones below",
           "restrained above 2, stable below", "05-one-layer-cnn", "Fig. 6: restrained instability at the Edge of Stability",
           ("cnnpde-regimes",), _fig6),
+    Claim("App. B (Tables 4–5)", SUN, "repeated trials (k = 1) and k, 2k, 4k, … give bit-identical "
+          "training; only the last-bit rewrite differs", "identical (Table 5 prints 94.47 for k = 8 in "
+          "trial 1, where trials 2–3 and k = 1, 2, 4 read 93.47: a typo or a broken control)",
+          "06-perturbed-sgd", "App. B, live: what must be identical is identical", ("app-b-controls",),
+          _app_b),
     Claim("Table 1", SUN, "accuracy STD over last-bit perturbations k ≈ STD over batch orders (ResNet-56, CIFAR-10)",
           _paper_text("relu"), "06-perturbed-sgd", "Table 1: accuracy spread over $k$ against spread over batch orders",
           ("perturbed-sgd",), _table1, spread.VERDICT_RULE),
@@ -362,6 +432,9 @@ CLAIMS: tuple[Claim, ...] = (
           "builds up in the first epochs, then levels off (ResNet-56, VGG16)", "06-perturbed-sgd",
           "Fig. 3 (left) at a constant learning rate: restrained, or frozen?",
           ("perturbed-sgd-constant-lr",), _drift, DRIFT_RULE),
+    Claim("§5.5 (layers)", SUN, "restrained instabilities arise locally in a layer and spread to the "
+          "other layers", "arise in a layer, then spread", "06-perturbed-sgd",
+          "Fig. 3 (left): the copies drift apart", ("perturbed-sgd",), _layers),
     Claim("Table 1 right (footnote 5)", SUN, "relative gradient fluctuation from batch selection",
           "26.72 (vs 2⁻²³)", "06-perturbed-sgd", "Table 1: accuracy spread over $k$ against spread over batch orders",
           ("perturbed-sgd",), _fluctuation),
@@ -394,7 +467,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 9", SUN, "largest stable η with weight decay: 1-layer between 90 and 100, 2-layer between 10 and 20",
           "[90, 100] and [10, 20]", "07-edge-of-stability", "Fig. 9 and NeurIPS App. E: the stable bound with weight decay",
           ("eos-networks",), _fig9),
-    Claim("NeurIPS App. E", SUN, "largest stable η over 2/α approaches 1 as α grows", "→ 1",
+    Claim("NeurIPS App. E", SUN, "largest stable η over 2/α approaches 1 as α grows: a test of the "
+          "classical bound 2/(α + λ_max) of the quadratic model, which tends to 2/α", "→ 1",
           "07-edge-of-stability", "Fig. 9 and NeurIPS App. E: the stable bound with weight decay",
           ("eos-networks",), _appe),
     Claim("Zhu et al. Thm", "Zhu et al.", "GD on ¼(1 − x²y²)² converges with sharpness just below 2/η from many starts",

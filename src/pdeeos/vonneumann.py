@@ -193,6 +193,34 @@ def growth_factor(gram: np.ndarray, alphas: np.ndarray, *, dt: float, a: float =
     return torch.exp(log_growth / (steps - steps // 2)).numpy()
 
 
+def distance_to_fixed_point(gram: np.ndarray, window_sum: np.ndarray, alphas: np.ndarray, *, dt: float,
+                            a: float = -0.5, beta: float = 1.0, momentum: float | None = None,
+                            steps: int, seed: int = 0) -> np.ndarray:
+    r"""Distance :math:`\|K^n - K^\ast\|` of the windowed linear scheme from its fixed point, per step and
+    ``alpha`` (steps × alphas), from one N(0, 1) kernel (paper Fig. 4, and Fig. 11 for Nesterov).
+
+    The scheme is gradient descent (``momentum`` None, step ``dt``) or Nesterov (51)–(52) (step
+    :func:`nesterov_step_size`) on :math:`F(K) = \tfrac a2(\bar I_w + \beta\,\mathrm{gram}\,K) + \alpha K`,
+    whose fixed point :math:`K^\ast` solves :math:`F(K^\ast) = 0`. Overflow gives ``inf``/``nan``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps!r}")
+    alphas = np.asarray(alphas, dtype=np.float64)
+    gram = np.asarray(gram, dtype=np.float64)
+    constant = (a / 2) * np.asarray(window_sum, dtype=np.float64).ravel()[:, None]
+    fixed = np.stack([np.linalg.solve((a * beta / 2) * gram + al * np.eye(len(gram)), -constant[:, 0])
+                      for al in alphas], axis=1)
+    k = np.random.default_rng(seed).standard_normal((len(gram), 1)).repeat(alphas.size, axis=1)
+    step = dt if momentum is None else nesterov_step_size(dt, momentum)
+    prev, out = k.copy(), np.empty((steps, alphas.size))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for n in range(steps):
+            out[n] = np.linalg.norm(k - fixed, axis=0)
+            v = k if momentum is None else k + momentum * (k - prev)
+            prev, k = k, v - step * (constant + (a * beta / 2) * (gram @ v) + alphas * v)
+    return out
+
+
 def measure_bound(unstable: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, *, points: int = 16,
                   rounds: int = 4) -> float:
     r"""Locate the stability threshold between ``lo`` and ``hi`` (one stable, one unstable end).

@@ -235,6 +235,14 @@ EXPERIMENT = (
       for key, (summary, overrides, per_scale) in VARIANTS.items()),
 )
 
+def layer_onsets(rel_l1_layers: np.ndarray, copy: int, threshold: float) -> list[int]:
+    """Per layer, the first epoch (0-based) at which the RelL1 of copy ``copy`` to k = 1, averaged over
+    seeds, exceeds ``threshold`` (-1 if never); ``rel_l1_layers`` is seeds × epochs × ks × layers."""
+    mean = np.asarray(rel_l1_layers)[:, :, copy, :].mean(axis=0)       # epochs × layers
+    above = mean > threshold
+    return [int(np.argmax(col)) if col.any() else -1 for col in above.T]
+
+
 TRAIN_IMAGES = {"cifar10": {None: 5_085}, "fashion_mnist": {None: 60_000}}
 """Training images of the offline data sets the configs use (``train_limit = None``: all of them)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pdeeos import cnnpde, vonneumann
+from pdeeos import cnnpde, symbolic, vonneumann
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 
 
@@ -53,7 +53,41 @@ def run(ctx: RunContext) -> RunOutput:
 _BASE = {"image_size": 256, "dt_gd": 1e-8, "dt_nesterov": 1e-4, "momentum": 0.9, "a": -0.5, "beta": 1.0,
          "alpha_low": 1e5, "alpha_stable": 1e8, "alpha_high": 1e10, "points": 16, "rounds": 4}
 
-EXPERIMENT = Experiment(
+def run_curves(ctx: RunContext) -> RunOutput:
+    """Fig. 11 (App. E.2): the windowed linear Nesterov scheme at weight decays 10 % below and above its
+    exact lower bound and 1 % below and above its exact upper bound; distance to the fixed point."""
+    cfg = ctx.config
+    image = cnnpde.checkerboard(cfg["image_size"]).numpy()
+    w, n = cfg["kernel_size"], cfg["image_size"]
+    gram = vonneumann.patch_gram(image, w)
+    lo, hi = vonneumann.nesterov_alpha_bounds(np.linalg.eigvalsh(gram), cfg["dt"], cfg["momentum"],
+                                              cfg["a"], cfg["beta"])
+    alphas = np.array([0.9 * lo, 1.1 * lo, 0.99 * hi, 1.01 * hi])
+    window_sum = symbolic.correlate(np.ones((n - w + 1, n - w + 1)), image)
+    distance = vonneumann.distance_to_fixed_point(gram, window_sum, alphas, dt=cfg["dt"], a=cfg["a"],
+                                                  beta=cfg["beta"], momentum=cfg["momentum"],
+                                                  steps=cfg["steps"])
+    start, end = distance[0], distance[-1]
+    converged = end < 1e-3 * start
+    diverged = ~np.isfinite(end) | (end > 1e3 * start)
+    inside = (alphas > lo) & (alphas < hi)
+    return RunOutput(arrays={"alphas": alphas, "distance": distance, "inside": inside},
+                     summary={"alpha_min": lo, "alpha_max": hi, "converged": converged.tolist(),
+                              "diverged": diverged.tolist(), "inside": inside.tolist()})
+
+
+EXPERIMENT = (Experiment(
+    name="nesterov-curves",
+    summary="Fig. 11 (App. E.2): the windowed linear Nesterov scheme inside and outside its exact bounds",
+    chapter="04-von-neumann",
+    configs={
+        "ci": {"image_size": 64, "kernel_size": 8, "dt": 3e-3, "momentum": 0.9, "a": -0.5, "beta": 1.0,
+               "steps": 3000},
+        "book": {"image_size": 256, "kernel_size": 32, "dt": 1e-4, "momentum": 0.9, "a": -0.5, "beta": 1.0,
+                 "steps": 3000},
+    },
+    func=run_curves,
+), Experiment(
     name="vonneumann-tables",
     summary="Table 2 and Table 9: exact and measured weight-decay bounds of the windowed linear schemes",
     chapter="04-von-neumann",
@@ -63,4 +97,4 @@ EXPERIMENT = Experiment(
         "book": _BASE | {"kernel_sizes": [16, 32, 64], "steps": [1500, 600, 200]},
     },
     func=run,
-)
+))
