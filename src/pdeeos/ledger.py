@@ -351,7 +351,7 @@ APPF_RULE = ("the median elasticity e_l of G_l (its relative change per relative
 
 def _appf(runs: Runs) -> tuple[str, str]:
     run = runs["appf-layers"]
-    keys = [k for k in run.summary if k.startswith("d")]
+    keys = [k for k, v in run.summary.items() if isinstance(v, dict)]
     worst = {k: max(run.summary[k]["median_elasticity_per_layer"]) for k in keys}
     errors = [e for k in keys for e in run.summary[k]["median_error_per_layer"]]
     ours = ("median elasticity of G_l, worst layer: " + ", ".join(f"{k}: {v:.2f}" for k, v in worst.items())

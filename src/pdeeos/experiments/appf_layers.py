@@ -44,7 +44,7 @@ def bce_of_mean(last: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _norm(t: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(t))
+    return float(torch.linalg.vector_norm(t.detach()))
 
 
 def frozen_g(kernels: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *, eta: float, beta: float,
