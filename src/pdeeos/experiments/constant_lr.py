@@ -5,8 +5,10 @@ rate is divided by ten; weights that barely move any more would give the same pi
 same networks (ReLU and Swish) train the k = 1 and k = 3 copies at the constant learning rate 0.1
 for as many steps as the Table 1 protocol takes in all (large-lr phase plus decays), recording after
 every epoch (40 steps on the CIFAR-10 subset) the RelL1 between the copies and how far each copy
-moved during the epoch (RelL1 to its own weights one epoch earlier). A drift that levels off
-while the weights keep moving is restrained; one that grows until the rate decays is not.
+moved during the epoch (RelL1 to its own weights one epoch earlier), and at the end the RelL1 between
+the k = 1 copies of two seeds: how far apart independent batch orders take the weights. A drift that
+levels off below that reference while the weights keep moving is restrained; one that levels off at it
+has simply decorrelated the copies (saturated); one that is still growing is neither.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.perturbed_sgd import CONFIGS, SeedTask, check_ready, schedule, train_seed
+from pdeeos.experiments.perturbed_sgd import (CONFIGS, SeedTask, check_ready, rel_l1_between_seeds,
+                                              schedule, train_seed)
 
 ACTIVATIONS = ("relu", "swish")
 
@@ -55,6 +58,8 @@ def run(ctx: RunContext) -> RunOutput:
             "rel_l1_at_half": rel[i, :, half - 1].tolist(),
             "final_movement_per_epoch": movement[i, :, -1].tolist(),
             "final_test_acc": acc[i, :, -1, 0].tolist(),
+            "rel_l1_between_seeds": rel_l1_between_seeds(
+                [h["final_weights"] for h in out[i * shape[1]:(i + 1) * shape[1]]]),
         }
     arrays = {"activations": np.asarray(cfg["activations"]), "seeds": np.asarray(cfg["seeds"]),
               "rel_l1": rel, "movement": movement, "test_acc": acc}

@@ -26,6 +26,7 @@ import torch
 
 from pdeeos import data, models, spread
 from pdeeos.experiments import Experiment, RunContext, RunOutput, Tick
+from pdeeos.metrics import rel_l1
 from pdeeos.training import DTYPES, LockstepTrainer, Split, TrainConfig, set_deterministic
 
 KS = (1, 3, 5, 7, 9, 11)
@@ -132,7 +133,15 @@ def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
             tick()
 
     trainer.train(checkpoint=task.checkpoint, progress=ticking)
-    return {**trainer.history.arrays(), "predictions": trainer.predictions().numpy()}
+    return {**trainer.history.arrays(), "predictions": trainer.predictions().numpy(),
+            "final_weights": torch.stack(trainer.flat_weights()).double().cpu().numpy()}
+
+
+def rel_l1_between_seeds(weights: list[np.ndarray], copy: int = 0) -> float:
+    """Mean RelL1 between the ``copy``-th copies (k = 1 by default) of every pair of seeds: how far
+    apart independent batch orders take the weights (``weights``: per seed, copies × parameters)."""
+    pairs = [(i, j) for i in range(len(weights)) for j in range(i + 1, len(weights))]
+    return float(np.mean([rel_l1(weights[i][copy], weights[j][copy]) for i, j in pairs]))
 
 
 def final_accuracy(acc: np.ndarray, last: int) -> np.ndarray:
@@ -183,6 +192,7 @@ def run(ctx: RunContext) -> RunOutput:
         "schedule": [[lr, n] for lr, n in stages], "paper_protocol": PAPER_PROTOCOL,
         **spread.summarize(final, predictions),
         "grad_fluctuation_median": float(np.median(histories[0]["grad_fluctuation"])),
+        "rel_l1_between_seeds": rel_l1_between_seeds([h["final_weights"] for h in histories]),
         "layers": [n for n, p in net.named_parameters() if p.ndim > 1],
     }
     return RunOutput(arrays=arrays, summary=summary)
