@@ -35,7 +35,8 @@ PROTOCOL = dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_dec
 """The paper's training protocol (milestones and epochs are per scale)."""
 
 PAPER_PROTOCOL = {"images": 50_000, "steps_at_large_lr": 15_640, "total_steps": 78_200, "seeds": 6,
-                  "ks": 6, "model": "ResNet-56 (855,770 parameters)"}
+                  "ks": 6, "model": "ResNet-56 (855,770 parameters)",
+                  "schedule": [(0.1 * 0.1 ** i, 15_640) for i in range(5)]}
 """The paper's Table 1 protocol in numbers (391 steps an epoch, 40 of 200 epochs at lr 0.1)."""
 
 CIFAR = dict(dataset="cifar10", train_limit=None, test_limit=None)
@@ -268,7 +269,8 @@ def protocol(name: str, scale: str = "book") -> dict[str, Any]:
     return {"experiment": name, "network": f"{cfg['model']} width {cfg['width']}, {cfg['activation']}",
             "optimizer, dtype": f"{cfg['optimizer']}, {cfg['dtype']}", "training images": n_train,
             "steps at the large lr": stages[0][1], "steps after it": sum(n for _, n in stages[1:]),
-            "decays": len(stages) - 1, "k × seeds": f"{len(cfg['ks'])} × {len(cfg['seeds'])}"}
+            "decays": len(stages) - 1, "k × seeds": f"{len(cfg['ks'])} × {len(cfg['seeds'])}",
+            "steps @ lr": ", ".join(f"{n:,} @ {lr:.0e}" for lr, n in stages)}
 
 
 def spread_row(summary: dict[str, Any]) -> dict[str, Any]:
