@@ -204,3 +204,33 @@ def test_a_stored_run_with_another_config_or_wrong_arrays_is_refused(tmp_path):
                      config=cfg, arrays=arrays, summary={}, provenance=run.provenance)
     with pytest.raises(ValueError, match="array 'test_acc' has shape \\(1, 3, 3\\), its config gives \\(2, 3, 3\\)"):
         results.load_run("perturbed-sgd", root=tmp_path)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu:1"])
+def test_devices_that_are_not_cpu_or_cuda_are_refused(never_runs, tmp_path, device):
+    with pytest.raises(ValueError, match="experiments run on cpu or cuda"):
+        experiments.run_experiment("heat-cfl", "ci", device=device, root=tmp_path)
+
+
+@pytest.mark.parametrize("change", [{"config": None}, {"config": [1, 2]}, {"provenance": {"scale": "book"}}])
+def test_a_stored_run_with_malformed_records_is_a_clear_error(tmp_path, change, capsys):
+    run = _stored_heat(tmp_path)
+    record = json.loads((run.path / "run.json").read_text()) | change
+    (run.path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="is damaged"):
+        results.load_run("heat-cfl", root=tmp_path)
+    assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
+    assert "is damaged" in capsys.readouterr().err
+
+
+def _fails_for_odd(item, tick):
+    if item % 2:
+        raise ValueError(f"task {item} failed")
+    return item
+
+
+def test_a_failing_worker_task_fails_the_map(tmp_path):
+    ctx = experiments.RunContext(experiment="demo", scale="ci", config={}, device=torch.device("cpu"),
+                                 run_dir=tmp_path, show_progress=False, workers=2)
+    with pytest.raises(ValueError, match="task 1 failed"):
+        ctx.map(_fails_for_odd, [0, 1, 2, 4], units=1, desc="demo")

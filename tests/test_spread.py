@@ -73,3 +73,12 @@ def test_bad_shapes_are_refused() -> None:
         spread.std_over_k(np.ones(5))
     with pytest.raises(ValueError, match="predictions must be seeds × ks × images"):
         spread.churn(np.ones((1, 3, 10)))
+
+
+def test_std_intervals_contain_their_estimates() -> None:
+    acc = RNG.normal(70, 1, (6, 6))
+    acc[:, 2] += 3.0                                              # one seed far from the others
+    k_ci, seeds_ci = spread.std_intervals(acc)
+    assert k_ci[0] <= spread.std_over_k(acc).mean() <= k_ci[1]
+    assert seeds_ci[0] <= spread.std_over_seeds(acc).mean() <= seeds_ci[1]
+    assert seeds_ci[1] - seeds_ci[0] > 0.1                       # resampled over seeds, not over nothing

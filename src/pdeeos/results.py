@@ -128,6 +128,11 @@ def device_name(device: torch.device | str) -> str:
     return f"CPU {cpu} ({os.cpu_count()} cores)"
 
 
+PROVENANCE_KEYS = ("git_commit", "device", "torch", "numpy", "python", "platform", "dtype", "scale",
+                   "wall_time_s", "date")
+"""What every stored run's provenance records (:func:`provenance`)."""
+
+
 def provenance(*, scale: str, device: torch.device | str, dtype: str, wall_time_s: float) -> dict:
     """The provenance record stored with every run."""
     return {
@@ -226,6 +231,11 @@ def load_run(experiment: str, scale: str | None = None, root: Path | None = None
     try:
         record = json.loads((directory / "run.json").read_text())
         parts = {key: record[key] for key in ("config", "summary", "provenance")}
+        if not all(isinstance(v, dict) for v in parts.values()):
+            raise ValueError("config, summary and provenance must be JSON objects")
+        missing = sorted(set(PROVENANCE_KEYS) - set(parts["provenance"]))
+        if missing:
+            raise ValueError(f"provenance lacks {', '.join(missing)}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"stored run {directory / 'run.json'} is damaged ({err}); {remake}") from err
     try:

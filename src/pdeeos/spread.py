@@ -15,7 +15,7 @@ with intervals and tests them against each other:
 * a two-way ANOVA without replication, ``acc ~ C(k) + C(seed)`` (statsmodels): if a last-bit change
   scrambles the training as much as a new batch order, the copies of one seed are no more alike than
   copies of different seeds and the seed effect vanishes; if it changes nothing, the seed explains
-  everything.
+  everything. With three seeds the ANOVA has little power, so in the verdict it can only veto.
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ def std_intervals(final_acc: np.ndarray, ddof: int = 1) -> tuple[list[float], li
     acc = _check_grid(final_acc)
 
     def mean_std(x: np.ndarray, axis: int) -> np.ndarray:
-        return x.std(axis=axis, ddof=ddof).mean(axis=-1)
+        # scipy hands over (other groups, resamples, resampled values): std over the resampled values,
+        # then the mean over the other groups (seeds for the STD over k, and vice versa).
+        return x.std(axis=axis, ddof=ddof).mean(axis=0)
 
     return _bootstrap((acc,), mean_std, axis=0), _bootstrap((acc,), mean_std, axis=1)
 

@@ -132,6 +132,11 @@ class RunContext:
                 ticks = manager.Queue()
                 futures = [pool.submit(func, item, _QueueTick(ticks)) for item in items]
                 while not all(f.done() for f in futures):
+                    failed = [f for f in futures if f.done() and f.exception() is not None]
+                    if failed:   # fail at once, not after every other task has finished
+                        for f in futures:
+                            f.cancel()
+                        raise failed[0].exception()
                     try:
                         ticks.get(timeout=0.5)
                         tick()
@@ -215,6 +220,8 @@ def resolve_device(device: str | None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device {device!r} is not a torch device (try cpu or cuda): {err}") from err
+    if resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index not in (None, 0)):
+        raise ValueError(f"device {device!r}: experiments run on cpu or cuda[:N] only")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():

@@ -6,12 +6,18 @@ the gradient with respect to the layer's output, and then treats :math:`G_l` as 
 :math:`K_l`, so that each layer is the one-layer PDE of chapters 3–5. This experiment measures how far
 that is from true along full-batch gradient descent of the one-channel Swish CNNs of chapter 7
 (MNIST 0/1): every ``every`` steps, for each layer, it moves :math:`K_l` alone by its gradient step
-:math:`\\delta = -\\eta\\nabla_{K_l}L` and compares the true change of the kernel gradient with the change
-predicted with :math:`G_l` frozen at its value before the move,
+:math:`\\delta = -\\eta\\nabla_{K_l}L` and records
 
-.. math:: \\varepsilon_l = \\frac{\\|\\Delta_{\\text{true}} - \\Delta_{G_l\\ \\text{frozen}}\\|}{\\|\\Delta_{\\text{true}}\\|},
+* the elasticity of :math:`G_l`, its relative change over the relative change of the kernel,
+  :math:`e_l = (\\|G_l(K_l+\\delta) - G_l(K_l)\\|/\\|G_l\\|)\\,/\\,(\\|\\delta\\|/\\|K_l\\|)` (0 if independent);
+* the error of the frozen-:math:`G_l` linearisation, the direct test of the claim: the true change of
+  the kernel gradient against the change predicted with :math:`G_l` held at its value before the move,
+  :math:`\\varepsilon_l = \\|\\Delta_{\\rm true} - \\Delta_{\\rm frozen}\\| / (\\|\\Delta_{\\rm true}\\| + \\|\\Delta_{\\rm frozen}\\|)`:
+  0 where the approximation is exact, about 0.71 for two unrelated (orthogonal, equally long)
+  changes, 1 where they point in opposite directions or one of them vanishes.
 
-0 where the approximation is exact, of order 1 where it fails.
+The networks have no weight decay (the paper's multi-layer bound is for heavily regularised ones) and
+train only a little in these runs: this probes the early phase of training.
 """
 
 from __future__ import annotations
