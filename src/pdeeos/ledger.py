@@ -17,6 +17,7 @@ import numpy as np
 
 from pdeeos import cnnpde, results, spread
 from pdeeos.experiments import lr_threshold
+from pdeeos.experiments.perturbed_sgd import layer_onsets
 
 VERDICTS: tuple[str, ...] = ("reproduced", "partly", "inconclusive", "not reproduced", "not yet run")
 """The verdicts, best first; "inconclusive": the run's intervals cannot separate the answers."""
@@ -399,8 +400,6 @@ LAYERS_RULE = ("each layer's onset is the first recorded step at which its RelL1
 
 def _layers(runs: Runs) -> tuple[str, str]:
     run = runs["perturbed-sgd"]
-    from pdeeos.experiments.perturbed_sgd import layer_onsets
-
     onsets = layer_onsets(run.arrays["rel_l1_layers"], list(run.arrays["ks"]).index(3), LAYER_ONSET)
     per_epoch = run.summary["steps_per_epoch"]
     names = [n.replace(".weight", "") for n in run.summary["layers"]]

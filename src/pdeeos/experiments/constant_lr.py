@@ -19,7 +19,7 @@ import numpy as np
 
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 from pdeeos.experiments.perturbed_sgd import (CONFIGS, SeedTask, check_ready, rel_l1_between_seeds,
-                                              schedule, train_seed)
+                                              steps_per_epoch, train_seed)
 
 ACTIVATIONS = ("relu", "swish")
 
@@ -48,7 +48,7 @@ def run(ctx: RunContext) -> RunOutput:
     rel = grid("rel_l1")[..., 1]            # activations × seeds × epochs: k = 3 vs k = 1
     movement = grid("movement")[..., 0]     # how far the k = 1 copy moved in each epoch
     acc = grid("test_acc")
-    per_epoch = schedule(dict(cfg, milestones=[]), len(train.y))[0][1] // cfg["epochs"]
+    per_epoch = steps_per_epoch(cfg, len(train.y))
     summary: dict[str, Any] = {"data": described, "lr": cfg["lr"], "steps_per_epoch": per_epoch,
                                "total_steps": per_epoch * cfg["epochs"]}
     for i, act in enumerate(cfg["activations"]):

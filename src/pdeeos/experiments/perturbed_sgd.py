@@ -254,7 +254,7 @@ def layer_onsets(rel_l1_layers: np.ndarray, copy: int, threshold: float) -> list
     return [int(np.argmax(col)) if col.any() else -1 for col in above.T]
 
 
-TRAIN_IMAGES = {"cifar10": {None: 5_085}, "fashion_mnist": {None: 60_000}}
+TRAIN_IMAGES = {"cifar10": 5_085, "fashion_mnist": 60_000}
 """Training images of the offline data sets the configs use (``train_limit = None``: all of them)."""
 
 
@@ -264,7 +264,7 @@ def protocol(name: str, scale: str = "book") -> dict[str, Any]:
     from pdeeos.experiments import get
 
     cfg = get(name).config(scale)
-    n_train = cfg["train_limit"] or TRAIN_IMAGES[cfg["dataset"]][None]
+    n_train = cfg["train_limit"] or TRAIN_IMAGES[cfg["dataset"]]
     stages = schedule(cfg, n_train)
     return {"experiment": name, "network": f"{cfg['model']} width {cfg['width']}, {cfg['activation']}",
             "optimizer, dtype": f"{cfg['optimizer']}, {cfg['dtype']}", "training images": n_train,
