@@ -134,3 +134,92 @@ def test_bad_input_raises_value_error(kwargs, message):
     args = {"image": torch.zeros(8, 8), "kernel0": torch.zeros(3, 3), "dts": [0.1]} | kwargs
     with pytest.raises(ValueError, match=message):
         cnnpde.simulate(args.pop("image"), args.pop("kernel0"), args.pop("dts"), **args)
+
+
+# ----------------------------------------------------------------------------- Lyapunov exponents and classes
+
+
+def test_hessian_vector_product_is_the_exact_hessian_times_v():
+    image, kernel, v = _random((13, 11), 20), 0.4 * _random((4, 4), 21), _random((4, 4), 22)
+    kwargs = {"y": 0.2, "alpha": 1.5, "beta": 1.2}
+    corr = cnnpde._Correlator(image, 4, "fft")
+    pre = corr.forward(kernel[None])
+    hv = cnnpde._hessian_vector(kernel[None], pre, v[None], corr, **kwargs)[0]
+    exact = cnnpde.hessian(kernel, image, **kwargs) @ v.reshape(-1)
+    torch.testing.assert_close(hv.reshape(-1), exact, rtol=1e-11, atol=1e-13)
+
+
+def test_tangent_leaves_the_kernels_bit_identical_and_stretches_like_the_linear_map():
+    image, kernel0 = _random((16, 16), 23), _random((5, 5), 24)
+    plain = cnnpde.simulate(image, kernel0, [0.01, 0.05], alpha=2.0, steps=30)
+    tracked = cnnpde.simulate(image, kernel0, [0.01, 0.05], alpha=2.0, steps=30, tangent_seed=3)
+    np.testing.assert_array_equal(tracked.kernels, plain.kernels)
+    assert plain.log_stretch.shape == (2, 0) and tracked.log_stretch.shape == (2, 30)
+    # first stretch: |(I - dt H(K0)) v0| for the seeded unit vector v0
+    v0 = cnnpde._unit_gaussian(kernel0.shape, 3, torch.float64).reshape(-1)
+    hess = cnnpde.hessian(kernel0, image, alpha=2.0)
+    for j, dt in enumerate([0.01, 0.05]):
+        expected = torch.log(torch.linalg.vector_norm(v0 - dt * hess @ v0))
+        assert tracked.log_stretch[j, 0] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_scalar_orbit_is_the_full_kernel_projected_on_p0():
+    """The checkerboard reduction: u = <K, P0> of the full scheme follows the scalar map F to rounding
+    over the first iterations, at a stable and at a restrained step size."""
+    n, w, steps = 40, 8, 12
+    image, kernel0 = cnnpde.checkerboard(n), _random((w, w), 25)
+    dts = [0.02, 0.07]
+    run = cnnpde.simulate(image, kernel0, dts, steps=steps, record_every=1)
+    projected = np.einsum("dnij,ij->dn", run.history, image[:w, :w].numpy())
+    orbit, _ = cnnpde.scalar_orbit(float(projected[0, 0]), dts, n=n, w=w, steps=steps)
+    np.testing.assert_allclose(orbit, projected, rtol=1e-9, atol=1e-9)
+
+
+def test_tangent_exponent_is_the_larger_of_the_scalar_and_weight_decay_exponents():
+    """On the checkerboard the tangent map is F'(u_n) along P0 and 1 - alpha dt elsewhere."""
+    n, w, steps = 40, 8, 400
+    image, kernel0 = cnnpde.checkerboard(n), _random((w, w), 26)
+    dts = [0.02, 0.05, 0.07, 0.09]
+    tangent = cnnpde.lyapunov(image, kernel0, dts, steps=steps, discard=steps // 2)
+    u0 = float((kernel0 * image[:w, :w]).sum())
+    _, slopes = cnnpde.scalar_orbit(u0, dts, n=n, w=w, steps=steps)
+    from pdeeos import lyapunov
+    with np.errstate(divide="ignore"):
+        expected = np.maximum(lyapunov.exponent(slopes, discard=steps // 2), np.log(np.abs(1 - 20 * np.array(dts))))
+    np.testing.assert_allclose(tangent, expected, atol=0.03)
+
+
+def test_classify_and_orbit_period():
+    n = np.arange(400)
+    settled = 1.0 + np.exp(-0.01 * n)                                     # still sliding down
+    period2 = 1.0 + 0.1 * (-1.0) ** n
+    period4 = 1.0 + 0.1 * np.tile([0.0, 1.0, 0.5, 2.0], 100)
+    chaotic = 1.0 + 0.1 * np.random.default_rng(0).random(400)
+    exploded = np.where(n < 200, 1.0, np.inf)
+    loss = np.stack([settled, period2, period4, chaotic, exploded])
+    loss[:, 0] = 5.0                                                       # every run starts higher
+    exponent = np.array([-1.0, -0.2, -0.1, 0.4, np.nan])
+    assert [cnnpde.RUN_CLASSES[c] for c in cnnpde.classify(loss, exponent)] == [
+        "stable", "periodic", "periodic", "chaotic", "blow-up"]
+    np.testing.assert_array_equal(cnnpde.orbit_period(loss), [0, 2, 4, 0, 0])   # sliding: no period yet
+    assert cnnpde.orbit_period(np.ones((1, 400)))[0] == 1
+    with pytest.raises(ValueError, match="exponent must have the shape"):
+        cnnpde.classify(loss, exponent[:3])
+    with pytest.raises(ValueError, match="needs a finite exponent"):
+        cnnpde.classify(loss, np.full(5, np.nan))
+    with pytest.raises(ValueError, match="more than window"):
+        cnnpde.classify(loss[:, :100], exponent)
+
+
+def test_twins_and_tangent_agree_in_sign_at_the_official_settings():
+    """Two step sizes of the paper's restrained range: 0.045 (period 2: the k = 1 and k = 3 twins merge,
+    the exponent is negative) and 0.07 (chaotic: the twins separate, the exponent is positive)."""
+    from pdeeos import lyapunov
+    image, kernel0 = cnnpde.checkerboard(256), cnnpde.official_kernel(32)
+    dts = [0.045, 0.07]
+    one = cnnpde.simulate(image, kernel0, dts, steps=400, record_every=1, tangent_seed=0)
+    three = cnnpde.simulate(image, kernel0, dts, steps=400, record_every=1, k=3)
+    twins = cnnpde.rel_l1_over_iterations(one.history, three.history)
+    exponents = lyapunov.exponent(one.log_stretch, discard=200)
+    signs = [lyapunov.twin_rate(d).sign for d in twins]
+    assert signs == [-1, 1] and exponents[0] < 0 < exponents[1]

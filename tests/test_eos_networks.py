@@ -68,7 +68,6 @@ def test_ci_run_scans_fig9_step_sizes_and_classes_each_run(tmp_path):
     """The ``ci`` run of ``eos-networks`` (real MNIST 0/1): the Fig. 9 scan holds one objective
     history per depth and step size, classed by ``classify``; far beyond 2/alpha the
     weight-decay modes grow and the run is a blow-up, well below it the run is not."""
-    from pdeeos import cnnpde
     from pdeeos.experiments import run_experiment
 
     run = run_experiment("eos-networks", "ci", device="cpu", root=tmp_path, show_progress=False)
@@ -76,7 +75,7 @@ def test_ci_run_scans_fig9_step_sizes_and_classes_each_run(tmp_path):
     cfg = run.config
     assert loss.shape == (len(cfg["fig9_depths"]), len(etas), cfg["bisection_steps"] + 1)
     np.testing.assert_array_equal(cls, en.classify(loss))
-    blow_up = cnnpde.RUN_CLASSES.index("blow-up")
+    blow_up = en.RUN_CLASSES.index("blow-up")
     assert np.all(cls[:, 0] != blow_up) and np.all(cls[:, -1] == blow_up)
     safe = run.summary["fig9_scan_largest_not_blown_up"]
     assert len(safe) == len(cfg["fig9_depths"]) and all(etas[0] <= s < etas[-1] for s in safe)

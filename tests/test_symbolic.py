@@ -148,3 +148,32 @@ def test_sigmoid_form_is_the_derived_swish(order):
     values = f(torch.from_numpy(v), torch.sigmoid(torch.from_numpy(1.3 * v)), 1.3).numpy()
     reference = {0: S.swish, 1: S.swish_derivative, 2: S.swish_second_derivative}[order](v, 1.3)
     np.testing.assert_allclose(values, reference, rtol=1e-9, atol=1e-13)
+
+
+def test_checkerboard_map_curvature_and_flip_at_two_over_lambda():
+    """F'(u) = 1 - dt lambda(u) with lambda = p[s(1-s) z'^2 + (s-y) z''] + alpha, and the fixed point's
+    multiplier 1 - dt lambda* passes -1 exactly at dt = 2 / lambda*."""
+    sym = S.symbols()
+    _, slope, curvature = S.checkerboard_map_exprs()
+    s, z1, z2, p, y, alpha, dt = (sym[k] for k in ("sigma", "z1", "z2", "p", "y", "alpha", "dt"))
+    assert sp.simplify(curvature - (p * (s * (1 - s) * z1**2 + (s - y) * z2) + alpha)) == 0
+    assert sp.simplify(slope - (1 - dt * curvature)) == 0
+    lam_star = sp.Symbol("lambda_star", positive=True)
+    assert sp.solve(sp.Eq(1 - dt * lam_star, -1), dt) == [2 / lam_star]
+
+
+def test_checkerboard_map_is_the_projected_gradient_step_of_the_discrete_loss():
+    """On a 6x6 checkerboard with a 3x3 kernel (mean pooling), one gradient step of Thm 5.1 moves
+    u = <K, P0> by F and the part of K orthogonal to P0 by the factor 1 - alpha dt."""
+    board = np.where(np.add.outer(np.arange(6), np.arange(6)) % 2 == 0, -1.0, 1.0)
+    p0 = board[:3, :3]
+    kernel = np.random.default_rng(3).normal(size=(3, 3))
+    dt_value, alpha_value, beta_value, y_value = 0.07, 2.0, 1.3, 0.9
+    step = kernel - dt_value * S.gradient(kernel, board, y_value=y_value, alpha_value=alpha_value,
+                                          beta_value=beta_value, pooling="mean")
+    u0 = float((kernel * p0).sum())
+    mapped, _ = S.checkerboard_map(u0, dt_value, alpha_value=alpha_value, beta_value=beta_value,
+                                   y_value=y_value, counts=(8, 8), p_value=9.0)
+    assert (step * p0).sum() == pytest.approx(float(mapped), rel=1e-12)
+    perp = lambda k: k - (k * p0).sum() / 9.0 * p0
+    np.testing.assert_allclose(perp(step), (1 - alpha_value * dt_value) * perp(kernel), rtol=1e-12, atol=1e-14)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pdeeos import lyapunov as _lyapunov
 from pdeeos import symbolic
 from pdeeos.metrics import rel_l1
 
@@ -36,11 +37,15 @@ __all__ = [
     "Trajectory",
     "blows_up",
     "checkerboard",
+    "checkerboard_counts",
     "classify",
     "hessian",
     "loss_and_grad",
+    "lyapunov",
     "official_kernel",
+    "orbit_period",
     "rel_l1_over_iterations",
+    "scalar_orbit",
     "sharpness",
     "sharpness_along",
     "simulate",
@@ -272,12 +277,14 @@ def sharpness_along(kernels: np.ndarray | torch.Tensor, image: torch.Tensor, *, 
 
 @dataclass
 class Trajectory:
-    """Result of :func:`simulate`; ``...`` is ``(len(dts),)`` for one ``k`` and ``(len(k), len(dts))`` for several.
+    r"""Result of :func:`simulate`; ``...`` is ``(len(dts),)`` for one ``k`` and ``(len(k), len(dts))`` for several.
 
     ``loss[..., n]`` is :math:`L(K^n)` (before step ``n + 1``, as the official script records it);
     ``kernels`` the final kernels :math:`K^{steps}`; ``regimes[..., n, j]`` the fraction of output
-    positions of :math:`K^n \\star I` in regime :data:`REGIMES` ``[j]``; ``history[..., j, :, :]`` the
-    kernel at iteration ``history_steps[j]`` (empty unless ``record_every`` was given).
+    positions of :math:`K^n \star I` in regime :data:`REGIMES` ``[j]``; ``history[..., j, :, :]`` the
+    kernel at iteration ``history_steps[j]`` (empty unless ``record_every`` was given); ``log_stretch[..., n]``
+    the tangent map's :math:`\log\|(\mathrm{Id} - \Delta t\nabla^2 L(K^n))v_n\|` for unit :math:`v_n`
+    (empty unless ``tangent_seed`` was given; :func:`pdeeos.lyapunov.exponent` averages it).
     """
 
     dts: np.ndarray
@@ -287,6 +294,7 @@ class Trajectory:
     regimes: np.ndarray
     history: np.ndarray
     history_steps: np.ndarray
+    log_stretch: np.ndarray
 
 
 def _as_batch(values: float | Sequence[float], name: str, *, minimum: float, strict: bool) -> np.ndarray:
@@ -310,13 +318,18 @@ def _regime_fractions(pre: torch.Tensor, beta: float, threshold: float) -> torch
 def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[float], *,
              alpha: float = 20.0, beta: float = 1.0, steps: int = 1000, k: float | Sequence[float] = 1,
              y: float = 1.0, dtype: torch.dtype = torch.float64, method: str = "fft",
-             record_every: int | None = None, regime_threshold: float = 3.0) -> Trajectory:
+             record_every: int | None = None, regime_threshold: float = 3.0,
+             tangent_seed: int | None = None) -> Trajectory:
     r"""Run :math:`K^{n+1} = K^n - (k\Delta t)(\nabla_K L(K^n)/k)` from ``kernel0`` for every ``Δt`` in ``dts``
     (and every ``k``, when ``k`` is a sequence) in one batch, ``steps`` iterations, in ``dtype``.
 
     ``regime_threshold`` ``t`` sorts output positions into Table 3's regimes by :math:`\beta(K\star I)`:
     activated above ``t``, not activated below ``-t``, transitioning in between (for ``t = 3``,
     :math:`|r' - \mathbb{1}_{x>0}| < 0.09` outside the band).
+
+    With ``tangent_seed``, every run also carries a tangent vector (the same unit Gaussian vector at the
+    start, drawn with that seed) through the linearised step :math:`v \mapsto v - \Delta t\,\nabla^2 L(K^n)v`
+    and records its log stretch (:func:`_hessian_vector`); the kernels are bit-identical with and without.
     """
     _check_image_kernel(image, kernel0)
     _check_model(y, alpha, beta)
@@ -331,12 +344,16 @@ def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
     ks, steps_dt = np.meshgrid(np.atleast_1d(k_arr), np.atleast_1d(dt_arr), indexing="ij")
     scale = torch.tensor((ks * steps_dt).ravel(), dtype=dtype)[:, None, None]
     divisor = torch.tensor(ks.ravel(), dtype=dtype)[:, None, None]
+    if tangent_seed is not None and (isinstance(tangent_seed, bool) or not isinstance(tangent_seed, (int, np.integer))):
+        raise ValueError(f"tangent_seed must be an integer or None; got {tangent_seed!r}")
     corr = _Correlator(image.to(dtype), kernel0.shape[0], method)
+    tangent0 = None if tangent_seed is None else _unit_gaussian(kernel0.shape, tangent_seed, dtype)
     chunk = _CHUNK if method == "fft" else scale.shape[0]
     runs = [_evolve(corr, kernel0.to(dtype), scale[i:i + chunk], divisor[i:i + chunk], steps=steps,
-                    y=y, alpha=alpha, beta=beta, record_every=record_every, threshold=regime_threshold)
+                    y=y, alpha=alpha, beta=beta, record_every=record_every, threshold=regime_threshold,
+                    tangent0=tangent0)
             for i in range(0, scale.shape[0], chunk)]
-    losses, kernels, regimes, history = (torch.cat(parts) for parts in zip(*runs))
+    losses, kernels, regimes, history, stretch = (torch.cat(parts) for parts in zip(*runs))
     shape = ks.shape if np.ndim(k_arr) else (dt_arr.size,)
     w = kernel0.shape[0]
     return Trajectory(
@@ -346,6 +363,7 @@ def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
         regimes=regimes.numpy().reshape(*shape, steps, len(REGIMES)),
         history=history.double().numpy().reshape(*shape, -1, w, w),
         history_steps=np.arange(0, steps + 1, record_every or steps + 1)[:history.shape[1]],
+        log_stretch=stretch.double().numpy().reshape(*shape, -1),
     )
 
 
@@ -357,29 +375,113 @@ neighbours. The direct method advances the whole batch at once: ``conv2d`` with 
 several times slower per run than with many."""
 
 
+def _unit_gaussian(shape: torch.Size, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    v = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (v / v.norm()).to(dtype)
+
+
+def _hessian_vector(kernels: torch.Tensor, pre: torch.Tensor, v: torch.Tensor, corr: _Correlator, y: float,
+                    alpha: float, beta: float) -> torch.Tensor:
+    r"""Hessian-vector products :math:`\nabla^2 L(K)\,v` of a batch (the terms of :func:`hessian`), with
+    :math:`g\cdot v = \tfrac{1}{M^2}\sum_x r'(C)(v\star I)` so that one forward and one adjoint
+    correlation do:
+
+    .. math:: \nabla^2 L\,v = \Bigl[\tfrac{s'(z)\,(g\cdot v)}{M^2}\,r'(C)
+              + \tfrac{s(z) - y}{M^2}\,r''(C)\,(v\star I)\Bigr]\star I + \alpha v .
+    """
+    positions = pre.shape[-2] * pre.shape[-1]
+    s = torch.sigmoid(swish(pre, beta).mean(dim=(-2, -1)))[:, None, None]
+    first, moved = swish_derivative(pre, beta), corr.forward(v)
+    g_dot_v = (first * moved).sum(dim=(-2, -1), keepdim=True) / positions
+    weights = (s * (1 - s) * g_dot_v * first + (s - y) * swish_second_derivative(pre, beta) * moved) / positions
+    return corr.adjoint(weights) + alpha * v
+
+
 def _evolve(corr: _Correlator, kernel0: torch.Tensor, scale: torch.Tensor, divisor: torch.Tensor, *,
             steps: int, y: float, alpha: float, beta: float, record_every: int | None,
-            threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Advance one chunk of runs; return losses ``(B, steps)``, final kernels, regimes, history ``(B, S, w, w)``."""
+            threshold: float, tangent0: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Advance one chunk of runs; return losses ``(B, steps)``, final kernels, regimes, history
+    ``(B, S, w, w)`` and log stretches ``(B, steps)`` (``(B, 0)`` without a tangent)."""
     kernels = kernel0.expand(scale.shape[0], -1, -1).clone()
-    losses, regimes, history = [], [], []
+    dts = scale / divisor
+    tangent = None if tangent0 is None else tangent0.expand_as(kernels).clone()
+    losses, regimes, history, stretch = [], [], [], []
     for n in range(steps):
         if record_every is not None and n % record_every == 0:
             history.append(kernels)
         loss, grad, pre = _loss_grad(kernels, corr, y, alpha, beta)
         losses.append(loss)
         regimes.append(_regime_fractions(pre, beta, threshold))
+        if tangent is not None:
+            tangent = tangent - dts * _hessian_vector(kernels, pre, tangent, corr, y, alpha, beta)
+            norm = tangent.norm(dim=(-2, -1), keepdim=True)
+            stretch.append(norm.log()[:, 0, 0])
+            tangent = tangent / norm
         kernels = kernels - scale * (grad / divisor)
     if record_every is not None and steps % record_every == 0:
         history.append(kernels)
     recorded = torch.stack(history, dim=1) if history else kernels.new_empty(kernels.shape[0], 0, *kernels.shape[1:])
-    return torch.stack(losses, dim=-1), kernels, torch.stack(regimes, dim=1), recorded
+    stretches = torch.stack(stretch, dim=-1) if stretch else kernels.new_empty(kernels.shape[0], 0)
+    return torch.stack(losses, dim=-1), kernels, torch.stack(regimes, dim=1), recorded, stretches
+
+
+# ----------------------------------------------------------------------------- Lyapunov exponents
+
+
+def lyapunov(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[float], *, alpha: float = 20.0,
+             beta: float = 1.0, steps: int = 1000, y: float = 1.0, discard: int = 0, seed: int = 0) -> np.ndarray:
+    r"""Finite-time largest Lyapunov exponent (per iteration, natural log) of each step size's run, from the
+    tangent map :math:`v \mapsto (\mathrm{Id} - \Delta t\,\nabla^2 L(K^n))\,v` along the run
+    (:func:`simulate` with ``tangent_seed=seed``, :func:`pdeeos.lyapunov.exponent` over ``n >= discard``).
+    ``nan`` for a run that blows up to non-finite numbers."""
+    run = simulate(image, kernel0, dts, alpha=alpha, beta=beta, steps=steps, y=y, tangent_seed=seed)
+    return _lyapunov.exponent(run.log_stretch, discard=discard)
+
+
+def checkerboard_counts(n: int = 256, w: int = 32) -> tuple[int, int]:
+    r""":math:`(n_+, n_-)`: the output positions of the ``n x n`` :func:`checkerboard` where
+    :math:`K\star I = +u` (the top-left patch :math:`P_0`, :math:`m_1 + m_2` even) and :math:`-u`."""
+    if not 1 <= w <= n:
+        raise ValueError(f"need 1 <= w <= n; got n={n!r}, w={w!r}")
+    m = n - w + 1
+    return (m * m + 1) // 2, m * m // 2
+
+
+def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
+                 y: float = 1.0, n: int = 256, w: int = 32, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    r"""Iterate the checkerboard's scalar map :math:`u^{n+1} = F(u^n)` (:func:`pdeeos.symbolic.checkerboard_map`,
+    :math:`p = w^2`) from ``u0`` for every step size at once.
+
+    Returns the orbit ``(len(dts), steps + 1)`` and :math:`\log|F'(u^n)|` ``(len(dts), steps)``, whose mean
+    is the scalar map's Lyapunov exponent. The full kernel's tangent map is :math:`F'(u^n)` along
+    :math:`P_0` and :math:`1 - \alpha\Delta t` on the other :math:`w^2 - 1` directions.
+    """
+    _check_model(y, alpha, beta)
+    dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if not np.isfinite(u0):
+        raise ValueError(f"u0 must be finite; got {u0!r}")
+    counts = checkerboard_counts(n, w)
+    u = np.full(np.atleast_1d(dt_arr).shape, float(u0))
+    orbit, slopes = [u], []
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(steps):
+            u, slope = symbolic.checkerboard_map(u, np.atleast_1d(dt_arr), alpha_value=alpha, beta_value=beta,
+                                                 y_value=y, counts=counts, p_value=float(w * w))
+            orbit.append(u)
+            slopes.append(np.log(np.abs(slope)))
+    return np.stack(orbit, axis=-1), np.stack(slopes, axis=-1)
 
 
 # ----------------------------------------------------------------------------- reading runs
 
-RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
-"""The three behaviours of a run (paper §5.4), in the order of :func:`classify`'s codes."""
+RUN_CLASSES: tuple[str, ...] = ("stable", "periodic", "chaotic", "blow-up")
+"""The behaviours of a run, in the order of :func:`classify`'s codes. Periodic and chaotic are the two
+kinds of the paper's *restrained* runs (bounded, never settling): only chaotic ones amplify rounding errors."""
+
+RESTRAINED: tuple[str, ...] = ("periodic", "chaotic")
+"""The classes the paper (§5.4) calls restrained."""
 
 
 def blows_up(loss: np.ndarray) -> np.ndarray:
@@ -388,23 +490,55 @@ def blows_up(loss: np.ndarray) -> np.ndarray:
     return ~np.isfinite(end) | ~(end < loss[..., 0])
 
 
-def classify(loss: np.ndarray, *, window: int = 200, rtol: float = 1e-9) -> np.ndarray:
-    r"""Code (index into :data:`RUN_CLASSES`) of each loss history ``(..., steps)``.
+def _never_rises(loss: np.ndarray, window: int, rtol: float) -> np.ndarray:
+    """Over the last ``window`` iterations the loss never rises by more than ``rtol`` relative."""
+    tail = loss[..., -window:]
+    with np.errstate(invalid="ignore"):
+        return ~np.any(np.diff(tail, axis=-1) > rtol * np.abs(tail[..., :-1]), axis=-1)
 
-    * blow-up: the last loss is not finite or not below the first (no progress: the weight-decay
-      modes, amplified by :math:`|1 - \alpha\Delta t|`, do not decay);
-    * stable: the loss has settled, :math:`\max_{n \ge steps - window} |L_n - L_{end}| \le rtol\,|L_{end}|`;
-    * restrained: bounded and below the start, but still moving.
-    """
+
+def _check_window(loss: np.ndarray, window: int) -> np.ndarray:
     loss = np.asarray(loss, dtype=np.float64)
     if loss.ndim < 1 or loss.shape[-1] <= window:
         raise ValueError(f"loss must have more than window={window} iterations on its last axis; got {loss.shape}")
-    end = loss[..., -1]
-    blow_up = blows_up(loss)
+    return loss
+
+
+def classify(loss: np.ndarray, exponent: np.ndarray, *, window: int = 200, rtol: float = 1e-9) -> np.ndarray:
+    r"""Code (index into :data:`RUN_CLASSES`) of each run, from its loss history ``(..., steps)`` and its
+    finite-time Lyapunov exponent ``(...)`` (:func:`lyapunov`, best over the run's second half):
+
+    * blow-up: the last loss is not finite or not below the first (no progress: the weight-decay
+      modes, amplified by :math:`|1 - \alpha\Delta t|`, do not decay);
+    * stable: over the last ``window`` iterations the loss never rises by more than ``rtol`` relative
+      (settled, or still sliding into a minimum: gradient descent below :math:`2/\lambda_{\max}` decreases
+      the loss near a minimum at every step);
+    * chaotic: otherwise, if the exponent is positive (nearby runs separate);
+    * periodic: otherwise (the orbit attracts its neighbours: a cycle, see :func:`orbit_period`, or a slow
+      approach to one).
+    """
+    loss = _check_window(loss, window)
+    exponent = np.asarray(exponent, dtype=np.float64)
+    if exponent.shape != loss.shape[:-1]:
+        raise ValueError(f"exponent must have the shape {loss.shape[:-1]} of the runs; got {exponent.shape}")
+    blow_up, stable = blows_up(loss), _never_rises(loss, window, rtol)
+    if (~blow_up & ~stable & ~np.isfinite(exponent)).any():
+        raise ValueError("a bounded run whose loss still rises needs a finite exponent")
+    return np.where(blow_up, 3, np.where(stable, 0, np.where(exponent > 0, 2, 1)))
+
+
+def orbit_period(loss: np.ndarray, *, window: int = 200, max_period: int = 64, rtol: float = 1e-9) -> np.ndarray:
+    r"""Smallest period :math:`q \le` ``max_period`` with :math:`|L_{n+q} - L_n| \le rtol\,|L_n|` over the
+    last ``window`` iterations, per run ``(..., steps)``; 0 where there is none (a chaotic orbit, a
+    slow transient, a blow-up). A settled run has period 1."""
+    loss = _check_window(loss, window + max_period)
+    tail = loss[..., -(window + max_period):]
+    period = np.zeros(loss.shape[:-1], dtype=np.int64)
     with np.errstate(invalid="ignore"):
-        spread = np.max(np.abs(loss[..., -window:] - end[..., None]), axis=-1)
-        settled = spread <= rtol * np.abs(end)
-    return np.where(blow_up, 2, np.where(settled, 0, 1))
+        for q in range(max_period, 0, -1):
+            gap = np.abs(tail[..., q:q + window] - tail[..., :window])
+            period = np.where((gap <= rtol * np.abs(tail[..., :window])).all(axis=-1), q, period)
+    return period
 
 
 def rel_l1_over_iterations(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,6 +28,12 @@ from torch.nn import functional as F
 from pdeeos import cnnpde, data, results, sharpness
 
 
+RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
+"""The behaviours :func:`classify` tells apart, in the order of its codes. Unlike
+:data:`pdeeos.cnnpde.RUN_CLASSES`, restrained runs are not split into periodic and chaotic: that takes a
+Lyapunov exponent or twins, which these short scans do not measure."""
+
+
 def swish(u: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     """Swish :math:`r(u) = u\\,\\sigma(\\beta u)`."""
     return u * torch.sigmoid(beta * u)
@@ -198,7 +204,7 @@ def is_stable(history: History, rtol: float = 1e-9) -> bool:
 
 
 def classify(loss: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
-    """Code (index into :data:`pdeeos.cnnpde.RUN_CLASSES`) of each objective history ``(..., steps)``,
+    """Code (index into :data:`RUN_CLASSES`) of each objective history ``(..., steps)``,
     with ``nan`` after a non-finite value:
 
     * blow-up: the last value is not finite or not below the first (the criterion of chapter 5);

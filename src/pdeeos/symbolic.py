@@ -24,6 +24,9 @@ __all__ = [
     "alpha_max",
     "alpha_min",
     "amplifier",
+    "checkerboard_map",
+    "checkerboard_map_exprs",
+    "checkerboard_pooled_expr",
     "cross_entropy_identity",
     "discrete_loss",
     "gradient",
@@ -49,16 +52,18 @@ __all__ = [
 POOLINGS: tuple[str, ...] = ("sum", "mean")
 """Global pooling of the activation map: the paper's integral (``sum``) or the code's average (``mean``)."""
 
-x, beta, y, yhat, z, a, alpha, dt, lam, mu, q = sp.symbols(
-    "x beta y \\hat{y} z a alpha \\Delta{t} lambda mu q", real=True)
+x, beta, y, yhat, z, a, alpha, dt, lam, mu, q, u, z1, z2 = sp.symbols(
+    "x beta y \\hat{y} z a alpha \\Delta{t} lambda mu q u z' z''", real=True)
 d = sp.Symbol("d", positive=True)
 sigma = sp.Symbol("sigma", positive=True)
+n_plus, n_minus, p = sp.symbols("n_+ n_- p", positive=True)
 
 
 def symbols() -> dict[str, sp.Symbol]:
     """The SymPy symbols the derivations use, by name."""
     return {"x": x, "beta": beta, "y": y, "yhat": yhat, "z": z, "a": a, "alpha": alpha, "dt": dt,
-            "lam": lam, "mu": mu, "q": q, "d": d, "sigma": sigma}
+            "lam": lam, "mu": mu, "q": q, "d": d, "sigma": sigma, "u": u, "z1": z1, "z2": z2,
+            "n_plus": n_plus, "n_minus": n_minus, "p": p}
 
 
 # ----------------------------------------------------------------------------- Swish
@@ -386,3 +391,82 @@ def nesterov_z_max(dt_value: float, momentum: float) -> float:
 def nesterov_step_size(dt_value: float, momentum: float) -> float:
     r""":math:`h = \Delta t^2(1+\mu)/2` evaluated from :func:`nesterov_step_size_expr`."""
     return float(_nesterov_funcs()[1](dt_value, momentum))
+
+
+# ----------------------------------------------------------------------------- the checkerboard reduction
+
+
+@cache
+def checkerboard_pooled_expr() -> sp.Expr:
+    r"""Pooled activation on the checkerboard as a function of :math:`u = \langle K, P_0\rangle`.
+
+    Every patch of the checkerboard is :math:`\pm P_0`, so :math:`K\star I = +u` on :math:`n_+` output
+    positions and :math:`-u` on :math:`n_-`; mean pooling gives
+    :math:`z(u) = \bigl(n_+ r(u) + n_- r(-u)\bigr)/(n_+ + n_-)`.
+    """
+    return (n_plus * swish_expr().subs(x, u) + n_minus * swish_expr().subs(x, -u)) / (n_plus + n_minus)
+
+
+@cache
+def checkerboard_map_exprs() -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    r"""The scalar gradient-descent map of the checkerboard, its derivative and the curvature along :math:`P_0`.
+
+    With :math:`K = \tfrac{u}{p}P_0 + K_\perp` (:math:`p = \|P_0\|^2 = w^2`) the loss is
+    :math:`\ell(y, s(z(u))) + \tfrac\alpha2\|K\|^2` and its gradient :math:`\partial_u\ell\;P_0 + \alpha K`,
+    so :math:`\langle\nabla L, P_0\rangle = p\,\partial_u\ell + \alpha u` and one step maps :math:`u` by
+
+    .. math:: F(u) = u - \Delta t\,\bigl(p\,(s(z) - y)\,z'(u) + \alpha u\bigr), \qquad
+              F'(u) = 1 - \Delta t\,\lambda(u),
+
+    .. math:: \lambda(u) = p\,\bigl[s(z)(1 - s(z))\,z'(u)^2 + (s(z) - y)\,z''(u)\bigr] + \alpha,
+
+    the Hessian's eigenvalue along :math:`P_0` (its other eigenvalues are all :math:`\alpha`). Derived from
+    the cross-entropy of :math:`s(z)` with :math:`z` an unspecified function of :math:`u`; returned in the
+    symbols ``u, Δt, α, p, y`` and ``σ = s(z)``, ``z' = z'(u)``, ``z'' = z''(u)``. A fixed point
+    :math:`u^*` is stable iff :math:`|1 - \Delta t\lambda(u^*)| < 1`: it flips at :math:`\Delta t = 2/\lambda(u^*)`.
+    """
+    zu = sp.Function("z")(u)
+    yh = 1 / (1 + sp.exp(-zu))
+    ell = -y * sp.log(yh) - (1 - y) * sp.log(1 - yh)
+    step = u - dt * (p * sp.diff(ell, u) + alpha * u)
+    slope = sp.diff(step, u)
+
+    def in_sigma(expr: sp.Expr) -> sp.Expr:
+        expr = expr.subs({sp.Derivative(zu, (u, 2)): z2}).subs({sp.Derivative(zu, u): z1})
+        expr = sp.simplify(expr).subs({sp.exp(-zu): (1 - sigma) / sigma, sp.exp(zu): sigma / (1 - sigma)})
+        form = sp.factor(sp.simplify(expr))
+        if form.has(sp.exp) or form.has(zu):
+            raise RuntimeError(f"the checkerboard map did not reduce to sigma, z', z'': {form}")
+        return form
+
+    map_expr, slope_expr = in_sigma(step), in_sigma(slope)
+    curvature = sp.factor(sp.simplify((1 - slope_expr) / dt))
+    return map_expr, slope_expr, curvature
+
+
+@cache
+def _checkerboard_funcs() -> tuple[Callable[..., np.ndarray], ...]:
+    pooled = checkerboard_pooled_expr()
+    map_expr, slope_expr, _ = checkerboard_map_exprs()
+    args = (u, beta, n_plus, n_minus)
+    return (_lambdify(sp.diff(pooled, u), args), _lambdify(sp.diff(pooled, u, 2), args),
+            _lambdify(map_expr, (u, dt, alpha, p, y, sigma, z1)),
+            _lambdify(slope_expr, (dt, alpha, p, y, sigma, z1, z2)))
+
+
+def checkerboard_map(values: np.ndarray, dt_value: np.ndarray, *, alpha_value: float, beta_value: float,
+                     y_value: float, counts: tuple[int, int], p_value: float) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`F(u)` and :math:`F'(u)` of :func:`checkerboard_map_exprs`, elementwise (broadcasting ``u``
+    and ``Δt``). ``counts`` is :math:`(n_+, n_-)`; :math:`z` comes from :func:`swish` (no overflow),
+    :math:`z', z''` from :func:`checkerboard_pooled_expr` with :math:`|\beta u|` clipped at 200, beyond
+    which they are constant to 1e-80.
+    """
+    d1, d2, step, slope = _checkerboard_funcs()
+    values = np.asarray(values, dtype=np.float64)
+    n_p, n_m = counts
+    pooled = (n_p * swish(values, beta_value) + n_m * swish(-values, beta_value)) / (n_p + n_m)
+    s_z = 1.0 / (1.0 + np.exp(-np.clip(pooled, -700.0, 700.0)))
+    clipped = np.clip(values, -200.0 / beta_value, 200.0 / beta_value)
+    dz, ddz = d1(clipped, beta_value, n_p, n_m), d2(clipped, beta_value, n_p, n_m)
+    return (step(values, dt_value, alpha_value, p_value, y_value, s_z, dz),
+            slope(dt_value, alpha_value, p_value, y_value, s_z, dz, ddz))

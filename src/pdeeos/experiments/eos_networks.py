@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pdeeos import cnnpde
 from pdeeos import eos_networks as en
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 from pdeeos.metrics import largest_safe
@@ -41,7 +40,7 @@ def run(ctx: RunContext) -> RunOutput:
                                         for d in ctx.progress(cfg["fig9_depths"], desc="Fig. 9")])
     arrays |= fig9_scan(ctx, x, y)
     summary["fig9_scan_largest_not_blown_up"] = [
-        largest_safe(arrays["fig9_scan_etas"], row == cnnpde.RUN_CLASSES.index("blow-up"))
+        largest_safe(arrays["fig9_scan_etas"], row == en.RUN_CLASSES.index("blow-up"))
         for row in arrays["fig9_scan_class"]]
     arrays["appe_alphas"] = np.array(cfg["appe_alphas"])
     arrays["appe_brackets"] = np.array([bracket(1, a) for a in ctx.progress(cfg["appe_alphas"], desc="App. E")])

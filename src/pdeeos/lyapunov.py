@@ -1,0 +1,94 @@
+r"""Finite-time Lyapunov exponents of a training map, measured two ways.
+
+A training loop is a map :math:`\theta_{n+1} = \Phi(\theta_n)`; for gradient descent
+:math:`\Phi(\theta) = \theta - \eta\nabla L(\theta)` and its Jacobian is :math:`D\Phi = \mathrm{Id} - \eta\nabla^2 L`.
+The largest finite-time Lyapunov exponent over iterations :math:`n_0 \le n < T` is
+
+.. math:: \Lambda = \frac{1}{T - n_0}\sum_{n=n_0}^{T-1} \log\frac{\|D\Phi(\theta_n)\,v_n\|}{\|v_n\|},
+          \qquad v_{n+1} = \frac{D\Phi(\theta_n)\,v_n}{\|D\Phi(\theta_n)\,v_n\|},
+
+per iteration, natural log (:func:`exponent`, from the log stretches the tangent map records). A positive
+:math:`\Lambda` means nearby runs separate like :math:`e^{\Lambda n}`: rounding errors are amplified. A
+negative one means they are absorbed.
+
+The second way needs no Jacobian. Two runs whose only difference is rounding (the paper's
+:math:`k = 1` and :math:`k = 3`, or a one-ulp nudge) are *twins*; while their distance :math:`d_n` is small
+it grows like :math:`e^{\Lambda n}`, so :func:`twin_rate` fits the slope of :math:`\log d_n` from the first
+non-zero distance up to saturation. Twins that become bit-identical have *merged*: the map contracted their
+difference below the last bit, the sign of a negative exponent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "twin_rate"]
+
+TWIN_OUTCOMES: tuple[str, ...] = ("merged", "saturated", "neither")
+"""How a pair of twins ended: bit-identical, grown to the saturation level, or neither."""
+
+
+def exponent(log_stretch: np.ndarray, *, discard: int = 0) -> np.ndarray:
+    r"""Finite-time exponent :math:`\Lambda`: the mean of the log stretches ``(..., T)`` over iterations
+    ``n >= discard`` (``nan`` where a run has a non-finite stretch, as a blown-up run does)."""
+    log_stretch = np.asarray(log_stretch, dtype=np.float64)
+    if log_stretch.ndim < 1 or not 0 <= discard < log_stretch.shape[-1]:
+        raise ValueError(f"discard must lie in [0, {log_stretch.shape[-1] if log_stretch.ndim else 0}); got {discard!r}")
+    tail = log_stretch[..., discard:]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(tail).all(axis=-1), tail.mean(axis=-1), np.nan)
+
+
+@dataclass(frozen=True)
+class TwinRate:
+    r"""Growth rate of :math:`\log d_n` per iteration with a 95 % interval (least squares over
+    ``start <= n < stop``; the interval treats the residuals as independent, so it is a lower bound on the
+    uncertainty), and how the twins ended (:data:`TWIN_OUTCOMES`). ``rate`` is :math:`-\infty` for merged twins."""
+
+    rate: float
+    low: float
+    high: float
+    start: int
+    stop: int
+    outcome: str
+
+    @property
+    def sign(self) -> int:
+        """+1 when the twins separate, -1 when they merge or shrink, 0 when the fit cannot tell."""
+        if self.outcome == "merged" or self.high < 0:
+            return -1
+        return 1 if self.low > 0 else 0
+
+
+def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, merged_tail: float = 0.25) -> TwinRate:
+    r"""Rate of separation of two twin runs from their distance :math:`d_n` (RelL1 per iteration).
+
+    * merged: :math:`d_n = 0` exactly over the last ``merged_tail`` of the run;
+    * saturated: :math:`d_n` reaches ``saturation``; the fit stops there;
+    * neither: the fit runs to the end.
+
+    The fit starts at the first non-zero distance and uses only non-zero distances.
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    if d.ndim != 1 or d.size < 8 or not np.isfinite(d).all() or (d < 0).any():
+        raise ValueError(f"distance must be a 1-D array of at least 8 finite values >= 0; got shape {d.shape}")
+    if not (saturation > 0 and 0 < merged_tail < 1):
+        raise ValueError(f"saturation must be > 0 and merged_tail in (0, 1); got {saturation!r}, {merged_tail!r}")
+    tail = max(1, int(merged_tail * d.size))
+    if not d[-tail:].any():
+        return TwinRate(-np.inf, -np.inf, -np.inf, 0, d.size - tail, "merged")
+    start = int(np.flatnonzero(d)[0])
+    above = np.flatnonzero(d >= saturation)
+    saturated = above.size > 0 and above[0] > start
+    stop = int(above[0]) + 1 if saturated else d.size
+    n = np.flatnonzero(d[start:stop]) + start
+    if n.size < 3:
+        rate = (np.log(d[stop - 1]) - np.log(d[start])) / max(stop - 1 - start, 1)
+        return TwinRate(rate, -np.inf, np.inf, start, stop, "saturated" if saturated else "neither")
+    fit = stats.linregress(n, np.log(d[n]))
+    half = stats.t.ppf(0.975, n.size - 2) * fit.stderr
+    return TwinRate(float(fit.slope), float(fit.slope - half), float(fit.slope + half), start, stop,
+                    "saturated" if saturated else "neither")

@@ -1,0 +1,45 @@
+"""Finite-time Lyapunov exponents and twin divergence rates."""
+
+import numpy as np
+import pytest
+
+from pdeeos import lyapunov
+
+
+def test_exponent_is_the_mean_log_stretch_after_discard():
+    stretch = np.array([[np.log(3.0)] * 4 + [np.log(0.5)] * 4, [0.1] * 7 + [np.nan]])
+    exps = lyapunov.exponent(stretch, discard=4)
+    assert exps[0] == pytest.approx(np.log(0.5)) and np.isnan(exps[1])
+    assert lyapunov.exponent(stretch[:1])[0] == pytest.approx(0.5 * np.log(1.5))
+    with pytest.raises(ValueError, match="discard must"):
+        lyapunov.exponent(stretch, discard=8)
+
+
+def test_twin_rate_recovers_an_exponential_separation_and_its_saturation():
+    n = np.arange(300)
+    distance = np.minimum(1e-16 * np.exp(0.3 * n), 2.0) * (1 + 0.05 * np.sin(n))
+    rate = lyapunov.twin_rate(distance)
+    assert rate.outcome == "saturated" and rate.sign == 1
+    assert rate.low < 0.3 < rate.high and rate.high - rate.low < 0.02
+    assert rate.stop == int(np.flatnonzero(distance >= 1e-2)[0]) + 1
+
+
+def test_twin_rate_merged_shrinking_and_undecided():
+    merged = np.r_[np.full(50, 1e-16), np.zeros(150)]
+    assert lyapunov.twin_rate(merged).outcome == "merged" and lyapunov.twin_rate(merged).sign == -1
+    shrinking = 1e-10 * np.exp(-0.05 * np.arange(200))
+    assert lyapunov.twin_rate(shrinking).sign == -1
+    flat = 1e-15 * (1 + 0.5 * np.random.default_rng(1).random(200))
+    assert lyapunov.twin_rate(flat).sign == 0
+    late = np.r_[np.zeros(20), 1e-16 * np.exp(0.5 * np.arange(180))]
+    assert lyapunov.twin_rate(np.minimum(late, 2)).start == 20
+
+
+@pytest.mark.parametrize("distance, message", [
+    (np.ones(4), "at least 8"),
+    (np.r_[np.ones(9), np.nan], "finite"),
+    (-np.ones(10), ">= 0"),
+])
+def test_twin_rate_bad_input(distance, message):
+    with pytest.raises(ValueError, match=message):
+        lyapunov.twin_rate(distance)
