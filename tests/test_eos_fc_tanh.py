@@ -127,3 +127,47 @@ def test_ci_run_histories(tmp_path):
         assert s["steps_run"] == cfg["steps"]
         assert s["max_sharpness_over_2_over_eta"] == pytest.approx(sharp.max() * cfg["eta"] / 2)
     assert run.summary["2/eta"] == pytest.approx(30.0)
+
+
+def test_twin_copy_follows_the_k_trick(tmp_path):
+    """A twin with k = 2 (exact in binary) stays bit-identical, k = 3 drifts at a large step, and a
+    twin run resumes bit-identically from its checkpoint."""
+    x, y = _tiny()
+    kwargs = dict(eta=2.0, steps=12)
+    exact = en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, twin_k=2, **kwargs)
+    assert exact.twin_rel_l1.shape == (13,) and not exact.twin_rel_l1.any()
+    drift = en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, twin_k=3, **kwargs)
+    assert drift.twin_rel_l1[0] == 0 and drift.twin_rel_l1[-1] > 0
+    np.testing.assert_array_equal(drift.loss, exact.loss)            # the k = 1 copy is the plain run
+
+    class Stop(Exception):
+        pass
+
+    def interrupted(steps):
+        for t in steps:
+            if t == 9:
+                raise Stop
+            yield t
+
+    ckpt = tmp_path / "twins.pt"
+    with pytest.raises(Stop):
+        en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, checkpoint=ckpt, checkpoint_every=4, twin_k=3,
+                    progress=interrupted, **kwargs)
+    resumed = en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, checkpoint=ckpt, checkpoint_every=4, twin_k=3, **kwargs)
+    np.testing.assert_array_equal(resumed.twin_rel_l1, drift.twin_rel_l1)
+    with pytest.raises(ValueError, match="twin_k"):
+        en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, twin_k=0, **kwargs)
+
+
+def test_eos_twins_ci_run_records_twins_and_sharpness(tmp_path):
+    """The ``ci`` run of ``eos-twins``: one RelL1 per step and one sharpness per measurement for every
+    task; the summary's onsets are read from those arrays."""
+    from pdeeos.experiments import eos_twins
+
+    run = run_experiment("eos-twins", "ci", device="cpu", root=tmp_path, show_progress=False)
+    for key in run.summary["runs"]:
+        s, rel = run.summary[key], run.arrays[f"{key}_rel_l1"]
+        assert rel.shape == (s["steps"] + 1,) and rel[0] == 0
+        assert run.arrays[f"{key}_sharpness"].shape == run.arrays[f"{key}_sharpness_steps"].shape
+        onset = s["onset_step"]
+        assert (onset is None and rel.max() < eos_twins.ONSET) or rel[onset] >= eos_twins.ONSET > rel[:onset].max()

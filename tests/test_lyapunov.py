@@ -43,3 +43,15 @@ def test_twin_rate_merged_shrinking_and_undecided():
 def test_twin_rate_bad_input(distance, message):
     with pytest.raises(ValueError, match=message):
         lyapunov.twin_rate(distance)
+
+
+def test_windowed_rates_and_first_at_least():
+    n = np.arange(101)
+    d = np.minimum(1e-16 * np.exp(0.4 * n), 1.0)
+    d[:5] = 0.0
+    rates = lyapunov.windowed_rates(d, np.array([0, 10, 20, 40, 100]))
+    assert np.isnan(rates[0]) and rates[1:3] == pytest.approx([0.4, 0.4]) and np.isnan(rates[3])
+    assert lyapunov.first_at_least(d, 1e-10) == int(np.ceil(np.log(1e6) / 0.4))
+    assert lyapunov.first_at_least(d, 5.0) is None
+    with pytest.raises(ValueError, match="marks must"):
+        lyapunov.windowed_rates(d, np.array([10, 5]))

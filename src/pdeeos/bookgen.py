@@ -60,7 +60,7 @@ def story_figure(root: Path | None = None) -> bytes:
     run = results.load_run("cnnpde-regimes", root=root)
     a = run.arrays
     names = [cnnpde.RUN_CLASSES[int(c)] for c in a["paper_class"]]
-    colors = {"stable": style.STABLE, "restrained": style.RESTRAINED, "blow-up": style.UNSTABLE}
+    colors = {"stable": style.STABLE, "periodic": style.PERIODIC, "chaotic": style.CHAOTIC, "blow-up": style.UNSTABLE}
     style.use()
     fig, (left, right) = style.figure(1, 2, width=10, height=3.6)
     seen: set[str] = set()
@@ -70,9 +70,9 @@ def story_figure(root: Path | None = None) -> bytes:
         label = None if name in seen else name
         seen.add(name)
         left.semilogy(np.where(rel > 0, rel, np.nan), color=colors[name], linewidth=0.8, label=label)
-        right.plot(sharp[:101], color=colors[name], linewidth=0.8 if name == "restrained" else 1.8, label=label)
+        right.plot(sharp[:101], color=colors[name], linewidth=0.8 if name in cnnpde.RESTRAINED else 1.8, label=label)
     left.set(xlabel="iteration $n$", ylabel="RelL1 between the $k = 1$ and $k = 3$ runs", ylim=(1e-18, 5),
-             title="last-bit differences: damped or amplified")
+             title="last-bit differences: damped, or amplified where chaotic")
     style.reference_line(right, 2.0, "edge of stability: 2")
     right.set(xlabel="iteration $n$", ylabel=r"$\Delta t\,\lambda_{\max}(\nabla^2 L)$", ylim=(0, 8),
               title="normalised sharpness, first 100 iterations")

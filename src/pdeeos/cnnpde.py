@@ -46,6 +46,7 @@ __all__ = [
     "orbit_period",
     "rel_l1_over_iterations",
     "scalar_orbit",
+    "scalar_sharpness",
     "sharpness",
     "sharpness_along",
     "simulate",
@@ -472,6 +473,20 @@ def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0
             orbit.append(u)
             slopes.append(np.log(np.abs(slope)))
     return np.stack(orbit, axis=-1), np.stack(slopes, axis=-1)
+
+
+def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
+                     y: float = 1.0, n: int = 256, w: int = 32) -> np.ndarray:
+    r"""Exact :math:`\lambda_{\max}(\nabla^2 L)` along scalar orbits ``(len(dts), T)`` of :func:`scalar_orbit`:
+    :math:`\max(\lambda(u), \alpha)` with :math:`\lambda(u) = (1 - F'(u))/\Delta t` the curvature along
+    :math:`P_0` (:func:`pdeeos.symbolic.checkerboard_map_exprs`), at every kernel with :math:`\langle K, P_0\rangle = u`."""
+    dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True).reshape(-1, 1)
+    orbit = np.asarray(orbit, dtype=np.float64)
+    if orbit.ndim != 2 or orbit.shape[0] != dt_arr.shape[0]:
+        raise ValueError(f"orbit must be (len(dts), T) = ({dt_arr.shape[0]}, T); got {orbit.shape}")
+    _, slope = symbolic.checkerboard_map(orbit, dt_arr, alpha_value=alpha, beta_value=beta, y_value=y,
+                                         counts=checkerboard_counts(n, w), p_value=float(w * w))
+    return np.maximum((1 - slope) / dt_arr, alpha)
 
 
 # ----------------------------------------------------------------------------- reading runs

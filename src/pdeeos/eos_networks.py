@@ -16,8 +16,9 @@ tends to :math:`2/\\alpha` as :math:`\\alpha` grows.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pdeeos import cnnpde, data, results, sharpness
+from pdeeos.metrics import rel_l1
 
 
 RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
@@ -115,11 +117,13 @@ def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 @dataclass(frozen=True)
 class History:
     """Objective :math:`L + \\frac{\\alpha}{2}\\|\\theta\\|^2` per step (``steps + 1`` values, fewer if it
-    overflowed) and sharpness at ``sharpness_steps``."""
+    overflowed), sharpness at ``sharpness_steps``, and the RelL1 distance to the twin at every step
+    (empty without a twin)."""
 
     loss: np.ndarray
     sharpness_steps: np.ndarray
     sharpness: np.ndarray
+    twin_rel_l1: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 def regularised_loss_fns(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float,
@@ -135,9 +139,14 @@ def regularised_loss_fns(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alp
 def train_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float, steps: int,
              alpha: float = 0.0, sharpness_every: int = 0, chunk: int = 2048,
              checkpoint: Path | None = None, checkpoint_every: int = 0,
-             progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> History:
+             progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+             twin_k: int | None = None) -> History:
     """Full-batch GD :math:`\\theta \\leftarrow \\theta - \\eta(\\nabla L + \\alpha\\theta)`; the sharpness
     of :math:`L + \\frac{\\alpha}{2}\\|\\theta\\|^2` every ``sharpness_every`` steps (never if 0).
+
+    With ``twin_k`` a copy of the model trains in lockstep with the step written as
+    :math:`\\theta - (k\\eta)\\,((\\nabla L + \\alpha\\theta)/k)`, the paper's last-bit perturbation, and the
+    RelL1 distance between the two is recorded at every step (``History.twin_rel_l1``).
 
     With ``checkpoint`` the weights and the history so far are saved there every ``checkpoint_every``
     steps, and a run started again with the same settings resumes from the file (bit-identically: every
@@ -149,32 +158,43 @@ def train_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float, 
     if checkpoint_every < 0 or sharpness_every < 0:
         raise ValueError("sharpness_every and checkpoint_every must be non-negative; "
                          f"got {sharpness_every}, {checkpoint_every}")
+    if twin_k is not None and (isinstance(twin_k, bool) or not isinstance(twin_k, int) or twin_k < 1):
+        raise ValueError(f"twin_k must be a positive integer or None; got {twin_k!r}")
+    twin = None if twin_k is None else copy.deepcopy(model)
+    models = [(model, 1)] + ([] if twin is None else [(twin, twin_k)])
     params = list(model.parameters())
-    settings = {"eta": eta, "steps": steps, "alpha": alpha, "sharpness_every": sharpness_every, "n": len(x)}
-    losses, where, sharp, start = [], [], [], 0
+    settings = {"eta": eta, "steps": steps, "alpha": alpha, "sharpness_every": sharpness_every, "n": len(x),
+                "twin_k": twin_k}
+    losses, where, sharp, rel, start = [], [], [], [], 0
     if checkpoint is not None and (state := results.load_checkpoint(checkpoint)) is not None:
         if state["settings"] != settings:
             raise ValueError(f"checkpoint {checkpoint} was written with {state['settings']}, not {settings}")
-        model.load_state_dict(state["model"])
-        losses, where, sharp, start = state["loss"], state["where"], state["sharp"], state["t"]
+        for (m, _), weights in zip(models, state["models"]):
+            m.load_state_dict(weights)
+        losses, where, sharp, rel, start = state["loss"], state["where"], state["sharp"], state["rel"], state["t"]
     for t in (progress or iter)(range(start, steps + 1)):
         if checkpoint is not None and checkpoint_every and t > start and t % checkpoint_every == 0:
-            results.save_checkpoint(checkpoint, {"settings": settings, "model": model.state_dict(), "t": t,
-                                                 "loss": losses, "where": where, "sharp": sharp})
+            results.save_checkpoint(checkpoint, {"settings": settings, "models": [m.state_dict() for m, _ in models],
+                                                 "t": t, "loss": losses, "where": where, "sharp": sharp, "rel": rel})
         loss = task_loss(model, x, y)
         with torch.no_grad():
             losses.append(loss.item() + 0.5 * alpha * sum((p**2).sum() for p in params).item())
+            if twin is not None:
+                rel.append(rel_l1(nn.utils.parameters_to_vector(params),
+                                  nn.utils.parameters_to_vector(twin.parameters())))
         if sharpness_every and t % sharpness_every == 0 and np.isfinite(losses[-1]):
             where.append(t)
             sharp.append(sharpness.top_eigenvalue(regularised_loss_fns(model, x, y, alpha, chunk), params,
                                                   tol=1e-4, max_iter=100))
         if t == steps or not np.isfinite(losses[-1]):
             break
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p -= eta * (g + alpha * p)
-    return History(np.array(losses), np.array(where), np.array(sharp))
+        for m, k in models:
+            m_params = list(m.parameters())
+            grads = torch.autograd.grad(loss if m is model else task_loss(m, x, y), m_params)
+            with torch.no_grad():
+                for p, g in zip(m_params, grads):
+                    p -= (k * eta) * ((g + alpha * p) / k)
+    return History(np.array(losses), np.array(where), np.array(sharp), np.array(rel))
 
 
 def loss_spikes(loss: np.ndarray, rel: float = 0.1) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pdeeos import cnnpde, results, spread
+from pdeeos import cnnpde, lyapunov, results, spread
 from pdeeos.experiments import lr_threshold
 from pdeeos.experiments.perturbed_sgd import layer_onsets
 
@@ -233,14 +233,20 @@ def _class_names(codes: np.ndarray) -> list[str]:
     return [cnnpde.RUN_CLASSES[int(c)] for c in codes]
 
 
-def _fig5_boundaries(runs: Runs) -> tuple[str, str]:
+def _fine_grid(runs: Runs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored fine grid: step sizes, class names, and which runs are restrained (periodic or chaotic)."""
     a = runs["cnnpde-regimes"].arrays
     names = np.array(_class_names(a["fine_class"]))
-    dts = a["fine_dts"]
-    stable_max = dts[names == "stable"].max()
-    restrained = dts[names == "restrained"]
-    blowup_min = dts[names == "blow-up"].min()
-    ours = (f"stable ≤ {stable_max:.4g}, restrained {restrained.min():.4g}–{restrained.max():.4g}, "
+    return a["fine_dts"], names, np.isin(names, cnnpde.RESTRAINED)
+
+
+def _fig5_boundaries(runs: Runs) -> tuple[str, str]:
+    a = runs["cnnpde-regimes"].arrays
+    dts, names, restrained = _fine_grid(runs)
+    stable_max, blowup_min = dts[names == "stable"].max(), dts[names == "blow-up"].min()
+    chaotic = (names[restrained] == "chaotic").mean()
+    ours = (f"stable ≤ {stable_max:.4g}, restrained {dts[restrained].min():.4g}–{dts[restrained].max():.4g} "
+            f"({100 * chaotic:.0f} % of its {restrained.sum()} step sizes chaotic, the rest periodic), "
             f"blow-up ≥ {blowup_min:.4g}")
     agree = sum(int(code) == _PAPER_CLASSES[round(float(dt), 4)] for dt, code in zip(a["dts"], _paper_codes(a)))
     return ours + f"; {agree}/8 of the paper's runs classed as the paper does", (
@@ -248,19 +254,38 @@ def _fig5_boundaries(runs: Runs) -> tuple[str, str]:
 
 
 def _paper_codes(a: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Class codes of the paper's eight runs, mapped to 1 stable, 2 restrained, 3 blow-up."""
-    order = {"stable": 1, "restrained": 2, "blow-up": 3}
+    """Class codes of the paper's eight runs, mapped to 1 stable, 2 restrained (periodic or chaotic), 3 blow-up."""
+    order = {"stable": 1, "periodic": 2, "chaotic": 2, "blow-up": 3}
     return np.array([order[name] for name in _class_names(a["paper_class"])])
+
+
+FIG5_RULE = ("twins at the paper's step sizes: merged if the mean RelL1 over the last 500 iterations is "
+             "below 1e-12, apart if above 1e-2; on the fine grid a restrained run amplifies if its twins' "
+             "separation rate (pdeeos.lyapunov.twin_rate) is positive. Reproduced if the paper's stable "
+             "runs merge, its restrained runs stay apart and every restrained run of the fine grid amplifies; "
+             "partly if the paper's runs behave so but some restrained runs of the fine grid do not; not "
+             "reproduced otherwise")
 
 
 def _fig5_rell1(runs: Runs) -> tuple[str, str]:
     a = runs["cnnpde-regimes"].arrays
     names = np.array(_class_names(a["paper_class"]))
     tail = a["rel_l1_k3"][:, -500:].mean(axis=1)
-    stable, restrained = tail[names == "stable"], tail[names == "restrained"]
-    ours = (f"mean RelL1 over the last 500 iterations: stable ≤ {stable.max():.1e}, "
-            f"restrained {restrained.min():.2f}–{restrained.max():.2f}")
-    return ours, "reproduced" if stable.max() < 1e-12 and restrained.min() > 1e-2 else "not reproduced"
+    stable, restrained = tail[names == "stable"], tail[np.isin(names, cnnpde.RESTRAINED)]
+    _, fine_names, fine_restrained = _fine_grid(runs)
+    signs = np.array([lyapunov.twin_rate(d).sign for d in a["fine_rel_l1_k3"]])
+    exponent_signs = np.sign(a["fine_exponent"])
+    bounded = fine_names != "blow-up"
+    chaotic, periodic = fine_names == "chaotic", fine_names == "periodic"
+    ours = (f"paper's step sizes, mean RelL1 over the last 500 iterations: stable ≤ {stable.max():.1e}, "
+            f"restrained (all chaotic) {restrained.min():.2f}–{restrained.max():.2f}. Sharper: amplified iff "
+            f"chaotic — on the fine grid the twins separate at {(signs[chaotic] > 0).sum()} of {chaotic.sum()} "
+            f"chaotic step sizes and at {(signs[periodic] > 0).sum()} of {periodic.sum()} periodic ones; "
+            f"twin and tangent-map signs agree at {(signs[bounded] == exponent_signs[bounded]).sum()} of "
+            f"{bounded.sum()} bounded step sizes")
+    paper_ok = stable.max() < 1e-12 and restrained.min() > 1e-2
+    all_amplify = bool((signs[fine_restrained] > 0).all())
+    return ours, "reproduced" if paper_ok and all_amplify else "partly" if paper_ok else "not reproduced"
 
 
 def _implementations(runs: Runs) -> tuple[str, str]:
@@ -271,15 +296,41 @@ def _implementations(runs: Runs) -> tuple[str, str]:
     return ours, "reproduced" if low.max() < 1e-10 < mid.min() else "partly"
 
 
+EOS_SHARE = 0.10
+"""A run is at the Edge of Stability when Δt·λ_max ≥ 2 on at least this share of its last 500 iterations."""
+
+FIG6_RULE = ("Δt·λ_max over the last 500 iterations (exact eigenvalues at the paper's step sizes, the "
+             "checkerboard's scalar reduction on the fine grid): a run is at the Edge of Stability when it is ≥ 2 "
+             f"on at least {100 * EOS_SHARE:.0f} % of them. Reproduced if the stable runs stay below 2 and every "
+             "restrained run of the fine grid is at the Edge of Stability; partly if the paper's are but some "
+             "of the fine grid are not; not reproduced otherwise")
+
+
 def _fig6(runs: Runs) -> tuple[str, str]:
-    a = runs["cnnpde-regimes"].arrays
+    run = runs["cnnpde-regimes"]
+    a = run.arrays
     names = np.array(_class_names(a["paper_class"]))
     tail = a["normalised_sharpness"][:, -500:]
     stable_max = tail[names == "stable"].max()
-    above = 100 * (tail[names == "restrained"] > 2).mean(axis=1)
-    ours = (f"Δt·λ_max over the last 500 iterations: stable runs ≤ {stable_max:.2f}; restrained runs above 2 "
-            f"in {above.min():.0f}–{above.max():.0f} % of them")
-    return ours, "reproduced" if stable_max < 2 and above.min() > 0 else "not reproduced"
+    share = (tail[np.isin(names, cnnpde.RESTRAINED)] >= 2).mean(axis=1)
+    dts, fine_names, restrained = _fine_grid(runs)
+    cfg = run.config
+    u0 = float((cnnpde.official_kernel(cfg["kernel"]) * cnnpde.checkerboard(cfg["image"])[:cfg["kernel"], :cfg["kernel"]]).sum())
+    picked = dts[restrained]
+    orbit, _ = cnnpde.scalar_orbit(u0, picked, alpha=cfg["alpha"], beta=cfg["beta"], n=cfg["image"], w=cfg["kernel"],
+                                   steps=cfg["steps"])
+    fine_tail = (picked[:, None] * cnnpde.scalar_sharpness(orbit, picked, alpha=cfg["alpha"], beta=cfg["beta"],
+                                                          n=cfg["image"], w=cfg["kernel"]))[:, -500:]
+    fine_share = (fine_tail >= 2).mean(axis=1)
+    never = picked[fine_tail.max(axis=1) < 2]
+    ours = (f"Δt·λ_max ≥ 2 on {100 * share.min():.0f}–{100 * share.max():.0f} % of the last 500 iterations of the "
+            f"paper's restrained runs, never in its stable ones (max {stable_max:.2f}); on the fine grid "
+            f"{(fine_share >= EOS_SHARE).sum()} of {restrained.sum()} restrained runs are at the Edge of Stability"
+            + (f"; the periodic runs at Δt = {', '.join(f'{d:g}' for d in never)} never reach 2 at an iterate "
+               "(the mean curvature between the iterates of a 2-cycle is exactly 2/Δt)" if never.size else ""))
+    paper_ok = stable_max < 2 and share.min() >= EOS_SHARE
+    all_ok = bool((fine_share >= EOS_SHARE).all())
+    return ours, "reproduced" if paper_ok and all_ok else "partly" if paper_ok else "not reproduced"
 
 
 def _fig7(runs: Runs) -> tuple[str, str]:
@@ -442,14 +493,14 @@ CLAIMS: tuple[Claim, ...] = (
           ("cnnpde-regimes",), _fig5_boundaries),
     Claim("Fig. 5 right", SUN, "RelL1 between k = 1 and k = 3 runs: attenuated when stable, grows then levels off when restrained",
           "attenuated / amplified and bounded", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
-          ("cnnpde-regimes",), _fig5_rell1),
+          ("cnnpde-regimes",), _fig5_rell1, FIG5_RULE),
     Claim("Two implementations", BOOK, "the book's own check, not a claim of the paper: two equal "
           "implementations of the one-layer PDE (FFT and direct convolution) agree at Δt ≤ 0.03 and "
           "disagree at 0.05–0.09, as the k trick predicts", "— (not in the paper)", "05-one-layer-cnn", "Beyond the k trick: two implementations, two precisions",
           ("cnnpde-regimes",), _implementations),
     Claim("Fig. 6", SUN, "restrained runs sit at the Edge of Stability: Δt·λ_max ≥ 2, stable ones below",
           "restrained above 2, stable below", "05-one-layer-cnn", "Fig. 6: restrained instability at the Edge of Stability",
-          ("cnnpde-regimes",), _fig6),
+          ("cnnpde-regimes",), _fig6, FIG6_RULE),
     Claim("App. B (Tables 4–5)", SUN, "repeated trials (k = 1) and k, 2k, 4k, … give bit-identical "
           "training; only the last-bit rewrite differs", "identical (Table 5 prints 94.47 for k = 8 in "
           "trial 1, where trials 2–3 and k = 1, 2, 4 read 93.47: a typo or a broken control)",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "twin_rate"]
+__all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "first_at_least", "twin_rate", "windowed_rates"]
 
 TWIN_OUTCOMES: tuple[str, ...] = ("merged", "saturated", "neither")
 """How a pair of twins ended: bit-identical, grown to the saturation level, or neither."""
@@ -92,3 +92,24 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, merged_tail: fl
     half = stats.t.ppf(0.975, n.size - 2) * fit.stderr
     return TwinRate(float(fit.slope), float(fit.slope - half), float(fit.slope + half), start, stop,
                     "saturated" if saturated else "neither")
+
+
+def windowed_rates(distance: np.ndarray, marks: np.ndarray, *, saturation: float = 1e-3) -> np.ndarray:
+    r"""Local separation rates of twins between consecutive marks :math:`t_j` (e.g. the steps where the
+    sharpness was measured): :math:`(\log d_{t_{j+1}} - \log d_{t_j})/(t_{j+1} - t_j)`, one per window;
+    ``nan`` where either distance is 0 or not finite, or the window ends at or above ``saturation``
+    (there the distance no longer grows like :math:`e^{\Lambda n}`)."""
+    d = np.asarray(distance, dtype=np.float64)
+    t = np.asarray(marks, dtype=np.int64)
+    if d.ndim != 1 or t.ndim != 1 or t.size < 2 or (np.diff(t) <= 0).any() or t[0] < 0 or t[-1] >= d.size:
+        raise ValueError(f"marks must be increasing steps inside the {d.size} distances; got {marks!r}")
+    a, b = d[t[:-1]], d[t[1:]]
+    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b) & (b < saturation)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, (np.log(b) - np.log(a)) / np.diff(t), np.nan)
+
+
+def first_at_least(values: np.ndarray, level: float) -> int | None:
+    """Index of the first value at or above ``level`` (``None`` if none): an onset in a recorded series."""
+    hits = np.flatnonzero(np.asarray(values, dtype=np.float64) >= level)
+    return int(hits[0]) if hits.size else None

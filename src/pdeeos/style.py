@@ -30,6 +30,10 @@ REFERENCE_COLOR = "#7F7F7F"
 STABLE, RESTRAINED, UNSTABLE = PALETTE[0], PALETTE[4], PALETTE[1]
 """Colours of the three regimes, used the same way in every chapter."""
 
+PERIODIC, CHAOTIC = PALETTE[2], RESTRAINED
+"""Colours of the two kinds of restrained run (chapter 5): periodic ones absorb rounding errors, chaotic
+ones amplify them (drawn in the restrained colour)."""
+
 RC: dict[str, Any] = {
     "figure.dpi": 100,
     "savefig.dpi": 150,
