@@ -14,6 +14,19 @@ def _tiny(n=12, d=5, classes=3):
     return torch.randn(n, d, generator=g, dtype=torch.float64), torch.arange(n) % classes
 
 
+class Stop(Exception):
+    """Raised by :func:`_interrupted_at` to cut a run short."""
+
+
+def _interrupted_at(step):
+    def interrupted(steps):
+        for t in steps:
+            if t == step:
+                raise Stop
+            yield t
+    return interrupted
+
+
 def test_registered_with_its_scales():
     exp = get("eos-fc-tanh")
     assert set(exp.configs) == {"ci", "book", "paper"}
@@ -37,19 +50,10 @@ def test_train_gd_checkpoint_resumes_bit_identically(tmp_path):
     kwargs = dict(eta=0.5, steps=9, sharpness_every=4)
     full = en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, **kwargs)
 
-    class Stop(Exception):
-        pass
-
-    def interrupted(steps):
-        for t in steps:
-            if t == 6:
-                raise Stop
-            yield t
-
     ckpt = tmp_path / "run.pt"
     with pytest.raises(Stop):
         en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, checkpoint=ckpt, checkpoint_every=2,
-                    progress=interrupted, **kwargs)
+                    progress=_interrupted_at(6), **kwargs)
     assert ckpt.exists()
     resumed = en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, checkpoint=ckpt, checkpoint_every=2, **kwargs)
     np.testing.assert_array_equal(resumed.loss, full.loss)
@@ -140,19 +144,10 @@ def test_twin_copy_follows_the_k_trick(tmp_path):
     assert drift.twin_rel_l1[0] == 0 and drift.twin_rel_l1[-1] > 0
     np.testing.assert_array_equal(drift.loss, exact.loss)            # the k = 1 copy is the plain run
 
-    class Stop(Exception):
-        pass
-
-    def interrupted(steps):
-        for t in steps:
-            if t == 9:
-                raise Stop
-            yield t
-
     ckpt = tmp_path / "twins.pt"
     with pytest.raises(Stop):
         en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, checkpoint=ckpt, checkpoint_every=4, twin_k=3,
-                    progress=interrupted, **kwargs)
+                    progress=_interrupted_at(9), **kwargs)
     resumed = en.train_gd(en.TanhMLP(2, 5, 3, width=6), x, y, checkpoint=ckpt, checkpoint_every=4, twin_k=3, **kwargs)
     np.testing.assert_array_equal(resumed.twin_rel_l1, drift.twin_rel_l1)
     with pytest.raises(ValueError, match="twin_k"):

@@ -29,8 +29,10 @@ def test_twin_rate_merged_shrinking_and_undecided():
     assert lyapunov.twin_rate(merged).outcome == "merged" and lyapunov.twin_rate(merged).sign == -1
     shrinking = 1e-10 * np.exp(-0.05 * np.arange(200))
     assert lyapunov.twin_rate(shrinking).sign == -1
-    flat = 1e-15 * (1 + 0.5 * np.random.default_rng(1).random(200))
-    assert lyapunov.twin_rate(flat).sign == 0
+    noise = 1 + 0.5 * np.random.default_rng(1).random(200)
+    at_rounding = lyapunov.twin_rate(1e-15 * noise * np.linspace(1, 3, 200))     # a drifting noise floor
+    assert at_rounding.outcome == "rounding" and at_rounding.sign == -1 and at_rounding.rate > 0
+    assert lyapunov.twin_rate(1e-8 * noise).sign == 0                            # above the floor: the fit decides
     late = np.r_[np.zeros(20), 1e-16 * np.exp(0.5 * np.arange(180))]
     assert lyapunov.twin_rate(np.minimum(late, 2)).start == 20
 

@@ -367,6 +367,33 @@ def _appe(runs: Runs) -> tuple[str, str]:
     return ours, "reproduced" if rising and ratios[-1] > 0.95 else "partly"
 
 
+TWINS_RULE = ("for every network and step size of eos-twins: the first step where the twins' RelL1 reaches "
+              "1e-10 (the onset) and the first sharpness measurement with η·λ_max ≥ 2. Reproduced if some twins "
+              "diverge and every pair that diverges has reached η·λ_max ≥ 2 by the measurement before its "
+              "onset (the Edge of Stability comes first); not reproduced if none diverges, or if a pair "
+              "diverges without having reached 2; runs at the Edge of Stability whose twins do not diverge "
+              "are allowed (the Edge of Stability is necessary, not sufficient: chapter 5's periodic runs)")
+
+
+def _twins(runs: Runs) -> tuple[str, str]:
+    summary = runs["eos-twins"].summary
+    parts, diverged, early = [], 0, 0
+    for key in summary["runs"]:
+        s = summary[key]
+        label = f"{s['family']} {s['depth']}-layer η = {s['eta']:.3g}"
+        if s["onset_step"] is None:
+            parts.append(f"{label}: no divergence (max η·λ_max {s['max_eta_lambda']:.2f})")
+            continue
+        diverged += 1
+        at = s["eta_lambda_at_onset"]
+        ok = s["first_step_eta_lambda_at_2"] is not None and s["first_step_eta_lambda_at_2"] <= s["onset_step"]
+        early += not ok
+        parts.append(f"{label}: diverges from step {s['onset_step']} (η·λ_max {at:.2f} just before; first ≥ 2 at "
+                     f"step {s['first_step_eta_lambda_at_2']})")
+    verdict = "reproduced" if diverged and not early else "not reproduced"
+    return "; ".join(parts), verdict
+
+
 def _fig8(runs: Runs) -> tuple[str, str]:
     s = runs["eos-fc-tanh"].summary
     d2, d4 = s["d2"], s["d4"]
@@ -547,6 +574,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 8", SUN, "deeper fully connected tanh nets spike above 2/η (Cohen et al.'s setting)",
           "spikes in the 4-layer net", "07-edge-of-stability", "Fig. 8: deeper fully connected tanh networks, no weight decay",
           ("eos-fc-tanh",), _fig8),
+    Claim("Fig. 7–8 (twins)", SUN, "restrained instability at the Edge of Stability amplifies last-bit errors in "
+          "networks (§6): k = 1 and k = 3 twins diverge once η·λ_max reaches 2", "— (the paper shows sharpness, "
+          "not twins)", "07-edge-of-stability",
+          "Twins at the Edge of Stability: when do last-bit differences start to grow?",
+          ("eos-twins",), _twins, TWINS_RULE),
     Claim("Fig. 9", SUN, "largest stable η with weight decay: 1-layer between 90 and 100, 2-layer between 10 and 20",
           "[90, 100] and [10, 20]", "07-edge-of-stability", "Fig. 9 and NeurIPS App. E: the stable bound with weight decay",
           ("eos-networks",), _fig9),

@@ -15,7 +15,10 @@ The second way needs no Jacobian. Two runs whose only difference is rounding (th
 :math:`k = 1` and :math:`k = 3`, or a one-ulp nudge) are *twins*; while their distance :math:`d_n` is small
 it grows like :math:`e^{\Lambda n}`, so :func:`twin_rate` fits the slope of :math:`\log d_n` from the first
 non-zero distance up to saturation. Twins that become bit-identical have *merged*: the map contracted their
-difference below the last bit, the sign of a negative exponent.
+difference below the last bit, the sign of a negative exponent. Twins that stay within a few thousand ulps of
+each other without merging are at the *rounding* level: rounding re-creates a difference of about one ulp at
+every step and a contracting map holds it there, so their fitted slope (a drift of the noise floor) says
+nothing about the exponent.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from scipy import stats
 
 __all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "first_at_least", "twin_rate", "windowed_rates"]
 
-TWIN_OUTCOMES: tuple[str, ...] = ("merged", "saturated", "neither")
-"""How a pair of twins ended: bit-identical, grown to the saturation level, or neither."""
+TWIN_OUTCOMES: tuple[str, ...] = ("merged", "rounding", "saturated", "neither")
+"""How a pair of twins ended: bit-identical; never beyond the rounding floor; grown to the saturation
+level; or none of these (the fitted slope decides)."""
 
 
 def exponent(log_stretch: np.ndarray, *, discard: int = 0) -> np.ndarray:
@@ -57,17 +61,20 @@ class TwinRate:
 
     @property
     def sign(self) -> int:
-        """+1 when the twins separate, -1 when they merge or shrink, 0 when the fit cannot tell."""
-        if self.outcome == "merged" or self.high < 0:
+        """+1 when the twins separate, -1 when they merge, stay at the rounding level or shrink, 0 when
+        the fit cannot tell."""
+        if self.outcome in ("merged", "rounding") or self.high < 0:
             return -1
         return 1 if self.low > 0 else 0
 
 
-def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, merged_tail: float = 0.25) -> TwinRate:
+def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 1e-12,
+              merged_tail: float = 0.25) -> TwinRate:
     r"""Rate of separation of two twin runs from their distance :math:`d_n` (RelL1 per iteration).
 
     * merged: :math:`d_n = 0` exactly over the last ``merged_tail`` of the run;
     * saturated: :math:`d_n` reaches ``saturation``; the fit stops there;
+    * rounding: otherwise, if :math:`d_n` never exceeds ``floor`` (about 1e4 float64 ulps);
     * neither: the fit runs to the end.
 
     The fit starts at the first non-zero distance and uses only non-zero distances.
@@ -75,8 +82,9 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, merged_tail: fl
     d = np.asarray(distance, dtype=np.float64)
     if d.ndim != 1 or d.size < 8 or not np.isfinite(d).all() or (d < 0).any():
         raise ValueError(f"distance must be a 1-D array of at least 8 finite values >= 0; got shape {d.shape}")
-    if not (saturation > 0 and 0 < merged_tail < 1):
-        raise ValueError(f"saturation must be > 0 and merged_tail in (0, 1); got {saturation!r}, {merged_tail!r}")
+    if not (0 < floor < saturation and 0 < merged_tail < 1):
+        raise ValueError(f"need 0 < floor < saturation and merged_tail in (0, 1); got {floor!r}, {saturation!r}, "
+                         f"{merged_tail!r}")
     tail = max(1, int(merged_tail * d.size))
     if not d[-tail:].any():
         return TwinRate(-np.inf, -np.inf, -np.inf, 0, d.size - tail, "merged")
@@ -84,14 +92,14 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, merged_tail: fl
     above = np.flatnonzero(d >= saturation)
     saturated = above.size > 0 and above[0] > start
     stop = int(above[0]) + 1 if saturated else d.size
+    outcome = "saturated" if saturated else "rounding" if d.max() <= floor else "neither"
     n = np.flatnonzero(d[start:stop]) + start
     if n.size < 3:
         rate = (np.log(d[stop - 1]) - np.log(d[start])) / max(stop - 1 - start, 1)
-        return TwinRate(rate, -np.inf, np.inf, start, stop, "saturated" if saturated else "neither")
+        return TwinRate(rate, -np.inf, np.inf, start, stop, outcome)
     fit = stats.linregress(n, np.log(d[n]))
     half = stats.t.ppf(0.975, n.size - 2) * fit.stderr
-    return TwinRate(float(fit.slope), float(fit.slope - half), float(fit.slope + half), start, stop,
-                    "saturated" if saturated else "neither")
+    return TwinRate(float(fit.slope), float(fit.slope - half), float(fit.slope + half), start, stop, outcome)
 
 
 def windowed_rates(distance: np.ndarray, marks: np.ndarray, *, saturation: float = 1e-3) -> np.ndarray:
