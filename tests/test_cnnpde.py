@@ -171,7 +171,7 @@ def test_scalar_orbit_is_the_full_kernel_projected_on_p0():
     dts = [0.02, 0.07]
     run = cnnpde.simulate(image, kernel0, dts, steps=steps, record_every=1)
     projected = np.einsum("dnij,ij->dn", run.history, image[:w, :w].numpy())
-    orbit, _ = cnnpde.scalar_orbit(float(projected[0, 0]), dts, n=n, w=w, steps=steps)
+    orbit, _ = cnnpde.scalar_orbit(float(projected[0, 0]), dts, image_size=n, w=w, steps=steps)
     np.testing.assert_allclose(orbit, projected, rtol=1e-9, atol=1e-9)
 
 
@@ -182,31 +182,33 @@ def test_tangent_exponent_is_the_larger_of_the_scalar_and_weight_decay_exponents
     dts = [0.02, 0.05, 0.07, 0.09]
     tangent = cnnpde.lyapunov(image, kernel0, dts, steps=steps, discard=steps // 2)
     u0 = float((kernel0 * image[:w, :w]).sum())
-    _, slopes = cnnpde.scalar_orbit(u0, dts, n=n, w=w, steps=steps)
+    _, slopes = cnnpde.scalar_orbit(u0, dts, image_size=n, w=w, steps=steps)
     from pdeeos import lyapunov
     with np.errstate(divide="ignore"):
         expected = np.maximum(lyapunov.exponent(slopes, discard=steps // 2), np.log(np.abs(1 - 20 * np.array(dts))))
     np.testing.assert_allclose(tangent, expected, atol=0.03)
 
 
-def test_classify_and_orbit_period():
+def test_classify_and_loss_period():
     n = np.arange(400)
     settled = 1.0 + np.exp(-0.01 * n)                                     # still sliding down
     period2 = 1.0 + 0.1 * (-1.0) ** n
     period4 = 1.0 + 0.1 * np.tile([0.0, 1.0, 0.5, 2.0], 100)
     chaotic = 1.0 + 0.1 * np.random.default_rng(0).random(400)
     exploded = np.where(n < 200, 1.0, np.inf)
-    loss = np.stack([settled, period2, period4, chaotic, exploded])
-    loss[:, 0] = 5.0                                                       # every run starts higher
-    exponent = np.array([-1.0, -0.2, -0.1, 0.4, np.nan])
+    grown = np.geomspace(1.0, 1e3, 400)
+    marginal = 5.0 + 0.1 * np.random.default_rng(2).random(400)          # bounded, never below its start
+    loss = np.stack([settled, period2, period4, chaotic, exploded, grown, marginal])
+    loss[:5, 0] = 5.0                                                      # these start higher
+    exponent = np.array([-1.0, -0.2, -0.1, 0.4, np.nan, np.nan, 0.03])
     assert [cnnpde.RUN_CLASSES[c] for c in cnnpde.classify(loss, exponent)] == [
-        "stable", "periodic", "periodic", "chaotic", "blow-up"]
-    np.testing.assert_array_equal(cnnpde.orbit_period(loss), [0, 2, 4, 0, 0])   # sliding: no period yet
-    assert cnnpde.orbit_period(np.ones((1, 400)))[0] == 1
+        "stable", "periodic", "periodic", "chaotic", "blow-up", "blow-up", "chaotic"]
+    np.testing.assert_array_equal(cnnpde.loss_period(loss[:5]), [0, 2, 4, 0, 0])   # sliding: no period yet
+    assert cnnpde.loss_period(np.ones((1, 400)))[0] == 1
     with pytest.raises(ValueError, match="exponent must have the shape"):
         cnnpde.classify(loss, exponent[:3])
     with pytest.raises(ValueError, match="needs a finite exponent"):
-        cnnpde.classify(loss, np.full(5, np.nan))
+        cnnpde.classify(loss, np.full(7, np.nan))
     with pytest.raises(ValueError, match="more than window"):
         cnnpde.classify(loss[:, :100], exponent)
 
@@ -223,3 +225,34 @@ def test_twins_and_tangent_agree_in_sign_at_the_official_settings():
     exponents = lyapunov.exponent(one.log_stretch, discard=200)
     signs = [lyapunov.twin_rate(d).sign for d in twins]
     assert signs == [-1, 1] and exponents[0] < 0 < exponents[1]
+
+
+def test_stored_fine_grid_twins_agree_in_sign_with_the_tangent_map():
+    """The stored ``cnnpde-regimes`` run: at every bounded step size of the fine grid the k = 1 / k = 3
+    twins separate exactly where the tangent-map exponent is positive, and the classes follow the exponent."""
+    from pdeeos import lyapunov, results
+
+    a = results.load_run("cnnpde-regimes").arrays
+    names = np.array([cnnpde.RUN_CLASSES[c] for c in a["fine_class"]])
+    bounded = names != "blow-up"
+    signs = np.array([lyapunov.twin_rate(d).sign for d in a["fine_rel_l1_k3"][bounded]])
+    decided = signs != 0
+    np.testing.assert_array_equal(signs[decided], np.sign(a["fine_exponent"][bounded][decided]))
+    assert (a["fine_exponent"][bounded][~decided] < 0).all()      # twins held at rounding: a contracting map
+    assert (a["fine_exponent"][names == "chaotic"] > 0).all() and (a["fine_exponent"][names == "periodic"] <= 0).all()
+    np.testing.assert_array_equal(cnnpde.classify(a["fine_loss"], a["fine_exponent"]), a["fine_class"])
+
+
+def test_nudged_twins_contract_where_the_exponent_is_negative():
+    """A period-2 step size whose k = 3 twins stay at rounding: a 1e-8 nudge decays, at about the
+    tangent-map rate; at a chaotic step size it grows."""
+    from pdeeos import lyapunov
+    image, kernel0 = cnnpde.checkerboard(256), cnnpde.official_kernel(32)
+    dts = [0.0365, 0.07]
+    distance = cnnpde.nudge_distance(image, kernel0, dts, steps=200)
+    exponents = cnnpde.lyapunov(image, kernel0, dts, steps=200, discard=100)
+    shrink, grow = (lyapunov.twin_rate(d) for d in distance)
+    assert shrink.sign == -1 and shrink.high < 0 and grow.sign == 1
+    assert exponents[0] < 0 < exponents[1]
+    with pytest.raises(ValueError, match="delta"):
+        cnnpde.nudge_distance(image, kernel0, dts, delta=0.0)

@@ -11,6 +11,7 @@ def test_exponent_is_the_mean_log_stretch_after_discard():
     exps = lyapunov.exponent(stretch, discard=4)
     assert exps[0] == pytest.approx(np.log(0.5)) and np.isnan(exps[1])
     assert lyapunov.exponent(stretch[:1])[0] == pytest.approx(0.5 * np.log(1.5))
+    assert lyapunov.exponent(np.array([[0.1, -np.inf, 0.2]]))[0] == -np.inf          # a direction mapped to zero
     with pytest.raises(ValueError, match="discard must"):
         lyapunov.exponent(stretch, discard=8)
 
@@ -31,7 +32,7 @@ def test_twin_rate_merged_shrinking_and_undecided():
     assert lyapunov.twin_rate(shrinking).sign == -1
     noise = 1 + 0.5 * np.random.default_rng(1).random(200)
     at_rounding = lyapunov.twin_rate(1e-15 * noise * np.linspace(1, 3, 200))     # a drifting noise floor
-    assert at_rounding.outcome == "rounding" and at_rounding.sign == -1 and at_rounding.rate > 0
+    assert at_rounding.outcome == "rounding" and at_rounding.sign == 0 and at_rounding.rate > 0
     assert lyapunov.twin_rate(1e-8 * noise).sign == 0                            # above the floor: the fit decides
     late = np.r_[np.zeros(20), 1e-16 * np.exp(0.5 * np.arange(180))]
     assert lyapunov.twin_rate(np.minimum(late, 2)).start == 20
@@ -57,3 +58,9 @@ def test_windowed_rates_and_first_at_least():
     assert lyapunov.first_at_least(d, 5.0) is None
     with pytest.raises(ValueError, match="marks must"):
         lyapunov.windowed_rates(d, np.array([10, 5]))
+
+
+def test_a_decaying_nudge_has_a_measured_rate():
+    d = np.r_[1e-8 * np.exp(-0.3 * np.arange(40)), np.zeros(160)]
+    rate = lyapunov.twin_rate(d)
+    assert rate.outcome == "merged" and rate.sign == -1 and rate.rate == pytest.approx(-0.3)

@@ -43,7 +43,8 @@ __all__ = [
     "loss_and_grad",
     "lyapunov",
     "official_kernel",
-    "orbit_period",
+    "loss_period",
+    "nudge_distance",
     "rel_l1_over_iterations",
     "scalar_orbit",
     "scalar_sharpness",
@@ -439,17 +440,17 @@ def lyapunov(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
     return _lyapunov.exponent(run.log_stretch, discard=discard)
 
 
-def checkerboard_counts(n: int = 256, w: int = 32) -> tuple[int, int]:
-    r""":math:`(n_+, n_-)`: the output positions of the ``n x n`` :func:`checkerboard` where
+def checkerboard_counts(image_size: int = 256, w: int = 32) -> tuple[int, int]:
+    r""":math:`(n_+, n_-)`: the output positions of the ``image_size`` squared :func:`checkerboard` where
     :math:`K\star I = +u` (the top-left patch :math:`P_0`, :math:`m_1 + m_2` even) and :math:`-u`."""
-    if not 1 <= w <= n:
-        raise ValueError(f"need 1 <= w <= n; got n={n!r}, w={w!r}")
-    m = n - w + 1
+    if not 1 <= w <= image_size:
+        raise ValueError(f"need 1 <= w <= image_size; got image_size={image_size!r}, w={w!r}")
+    m = image_size - w + 1
     return (m * m + 1) // 2, m * m // 2
 
 
 def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
-                 y: float = 1.0, n: int = 256, w: int = 32, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+                 y: float = 1.0, image_size: int = 256, w: int = 32, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     r"""Iterate the checkerboard's scalar map :math:`u^{n+1} = F(u^n)` (:func:`pdeeos.symbolic.checkerboard_map`,
     :math:`p = w^2`) from ``u0`` for every step size at once.
 
@@ -463,7 +464,7 @@ def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if not np.isfinite(u0):
         raise ValueError(f"u0 must be finite; got {u0!r}")
-    counts = checkerboard_counts(n, w)
+    counts = checkerboard_counts(image_size, w)
     u = np.full(np.atleast_1d(dt_arr).shape, float(u0))
     orbit, slopes = [u], []
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -476,7 +477,7 @@ def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0
 
 
 def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
-                     y: float = 1.0, n: int = 256, w: int = 32) -> np.ndarray:
+                     y: float = 1.0, image_size: int = 256, w: int = 32) -> np.ndarray:
     r"""Exact :math:`\lambda_{\max}(\nabla^2 L)` along scalar orbits ``(len(dts), T)`` of :func:`scalar_orbit`:
     :math:`\max(\lambda(u), \alpha)` with :math:`\lambda(u) = (1 - F'(u))/\Delta t` the curvature along
     :math:`P_0` (:func:`pdeeos.symbolic.checkerboard_map_exprs`), at every kernel with :math:`\langle K, P_0\rangle = u`."""
@@ -485,7 +486,7 @@ def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: 
     if orbit.ndim != 2 or orbit.shape[0] != dt_arr.shape[0]:
         raise ValueError(f"orbit must be (len(dts), T) = ({dt_arr.shape[0]}, T); got {orbit.shape}")
     _, slope = symbolic.checkerboard_map(orbit, dt_arr, alpha_value=alpha, beta_value=beta, y_value=y,
-                                         counts=checkerboard_counts(n, w), p_value=float(w * w))
+                                         counts=checkerboard_counts(image_size, w), p_value=float(w * w))
     return np.maximum((1 - slope) / dt_arr, alpha)
 
 
@@ -499,10 +500,15 @@ RESTRAINED: tuple[str, ...] = ("periodic", "chaotic")
 """The classes the paper (§5.4) calls restrained."""
 
 
+BLOW_UP_GROWTH = 10.0
+"""A run blows up when its last loss exceeds this many times its first (or is not finite)."""
+
+
 def blows_up(loss: np.ndarray) -> np.ndarray:
-    """Per history ``(..., steps)``: the last loss is not finite or not below the first."""
+    """Per history ``(..., steps)``: the last loss is not finite or more than :data:`BLOW_UP_GROWTH` times the
+    first (the weight-decay modes, amplified by :math:`|1 - \\alpha\\Delta t| > 1` every step, grow without bound)."""
     end = loss[..., -1]
-    return ~np.isfinite(end) | ~(end < loss[..., 0])
+    return ~np.isfinite(end) | ~(end <= BLOW_UP_GROWTH * loss[..., 0])
 
 
 def _never_rises(loss: np.ndarray, window: int, rtol: float) -> np.ndarray:
@@ -521,15 +527,15 @@ def _check_window(loss: np.ndarray, window: int) -> np.ndarray:
 
 def classify(loss: np.ndarray, exponent: np.ndarray, *, window: int = 200, rtol: float = 1e-9) -> np.ndarray:
     r"""Code (index into :data:`RUN_CLASSES`) of each run, from its loss history ``(..., steps)`` and its
-    finite-time Lyapunov exponent ``(...)`` (:func:`lyapunov`, best over the run's second half):
+    finite-time Lyapunov exponent ``(...)`` (:func:`lyapunov`; the book averages over the run's second
+    half, once the transient is over):
 
-    * blow-up: the last loss is not finite or not below the first (no progress: the weight-decay
-      modes, amplified by :math:`|1 - \alpha\Delta t|`, do not decay);
+    * blow-up: :func:`blows_up`;
     * stable: over the last ``window`` iterations the loss never rises by more than ``rtol`` relative
       (settled, or still sliding into a minimum: gradient descent below :math:`2/\lambda_{\max}` decreases
       the loss near a minimum at every step);
     * chaotic: otherwise, if the exponent is positive (nearby runs separate);
-    * periodic: otherwise (the orbit attracts its neighbours: a cycle, see :func:`orbit_period`, or a slow
+    * periodic: otherwise (the orbit attracts its neighbours: a cycle, see :func:`loss_period`, or a slow
       approach to one).
     """
     loss = _check_window(loss, window)
@@ -542,10 +548,10 @@ def classify(loss: np.ndarray, exponent: np.ndarray, *, window: int = 200, rtol:
     return np.where(blow_up, 3, np.where(stable, 0, np.where(exponent > 0, 2, 1)))
 
 
-def orbit_period(loss: np.ndarray, *, window: int = 200, max_period: int = 64, rtol: float = 1e-9) -> np.ndarray:
-    r"""Smallest period :math:`q \le` ``max_period`` with :math:`|L_{n+q} - L_n| \le rtol\,|L_n|` over the
-    last ``window`` iterations, per run ``(..., steps)``; 0 where there is none (a chaotic orbit, a
-    slow transient, a blow-up). A settled run has period 1."""
+def loss_period(loss: np.ndarray, *, window: int = 200, max_period: int = 64, rtol: float = 1e-9) -> np.ndarray:
+    r"""Smallest period :math:`q \le` ``max_period`` of the *loss*, :math:`|L_{n+q} - L_n| \le rtol\,|L_n|` over
+    the last ``window`` iterations, per run ``(..., steps)``; 0 where there is none (a chaotic orbit, a slow
+    transient, a blow-up: :func:`classify` tells them apart). A settled run has period 1."""
     loss = _check_window(loss, window + max_period)
     tail = loss[..., -(window + max_period):]
     period = np.zeros(loss.shape[:-1], dtype=np.int64)
@@ -563,3 +569,17 @@ def rel_l1_over_iterations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"a and b must be kernel stacks (..., w, w) of one shape; got {a.shape} and {b.shape}")
     flat = [rel_l1(x, y) for x, y in zip(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))]
     return np.array(flat).reshape(a.shape[:-2])
+
+
+def nudge_distance(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[float], *, delta: float = 1e-8,
+                   seed: int = 1, alpha: float = 20.0, beta: float = 1.0, steps: int = 300, y: float = 1.0) -> np.ndarray:
+    r"""RelL1 per iteration ``(len(dts), steps + 1)`` between the runs from :math:`K^0` and from the nudged
+    :math:`K^0 + \delta\,\|K^0\|\,v` (``v`` a seeded unit Gaussian direction): twins a controlled distance
+    apart, far above rounding, so that a contracting map shows as a measurable decay
+    (:func:`pdeeos.lyapunov.twin_rate`), where the :math:`k = 3` twins only show a rounding floor."""
+    if not (np.isfinite(delta) and 0 < delta < 1):
+        raise ValueError(f"delta must lie in (0, 1); got {delta!r}")
+    nudged = kernel0 + delta * kernel0.norm() * _unit_gaussian(kernel0.shape, seed, kernel0.dtype)
+    model = {"alpha": alpha, "beta": beta, "steps": steps, "y": y, "record_every": 1}
+    base, moved = (simulate(image, k, dts, **model) for k in (kernel0, nudged))
+    return rel_l1_over_iterations(base.history, moved.history)

@@ -227,16 +227,18 @@ def classify(loss: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     """Code (index into :data:`RUN_CLASSES`) of each objective history ``(..., steps)``,
     with ``nan`` after a non-finite value:
 
-    * blow-up: the last value is not finite or not below the first (the criterion of chapter 5);
+    * blow-up: the last value is not finite or not below the first (no progress);
     * stable: otherwise, if the second half never rises by more than ``rtol`` (as :func:`is_stable`);
     * restrained: below the start at the end, but rising somewhere in the second half.
 
-    Unlike :func:`pdeeos.cnnpde.classify`, a run that is still creeping down counts as stable: these
-    short runs need not have settled."""
+    Unlike :func:`pdeeos.cnnpde.classify`, a run that is still creeping down counts as stable (these
+    short runs need not have settled), and a bounded run that makes no progress counts as blow-up."""
     loss = np.asarray(loss, dtype=float)
     if loss.ndim < 1 or loss.shape[-1] < 3:
         raise ValueError(f"loss must have at least 3 steps on its last axis; got shape {loss.shape}")
-    return np.where(cnnpde.blows_up(loss), 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
+    end = loss[..., -1]
+    no_progress = ~np.isfinite(end) | ~(end < loss[..., 0])
+    return np.where(no_progress, 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
 
 
 def largest_stable_eta(make_model: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, *,

@@ -317,10 +317,10 @@ def _fig6(runs: Runs) -> tuple[str, str]:
     cfg = run.config
     u0 = float((cnnpde.official_kernel(cfg["kernel"]) * cnnpde.checkerboard(cfg["image"])[:cfg["kernel"], :cfg["kernel"]]).sum())
     picked = dts[restrained]
-    orbit, _ = cnnpde.scalar_orbit(u0, picked, alpha=cfg["alpha"], beta=cfg["beta"], n=cfg["image"], w=cfg["kernel"],
+    orbit, _ = cnnpde.scalar_orbit(u0, picked, alpha=cfg["alpha"], beta=cfg["beta"], image_size=cfg["image"], w=cfg["kernel"],
                                    steps=cfg["steps"])
     fine_tail = (picked[:, None] * cnnpde.scalar_sharpness(orbit, picked, alpha=cfg["alpha"], beta=cfg["beta"],
-                                                          n=cfg["image"], w=cfg["kernel"]))[:, -500:]
+                                                          image_size=cfg["image"], w=cfg["kernel"]))[:, -500:]
     fine_share = (fine_tail >= 2).mean(axis=1)
     never = picked[fine_tail.max(axis=1) < 2]
     ours = (f"Δt·λ_max ≥ 2 on {100 * share.min():.0f}–{100 * share.max():.0f} % of the last 500 iterations of the "

@@ -18,7 +18,8 @@ non-zero distance up to saturation. Twins that become bit-identical have *merged
 difference below the last bit, the sign of a negative exponent. Twins that stay within a few thousand ulps of
 each other without merging are at the *rounding* level: rounding re-creates a difference of about one ulp at
 every step and a contracting map holds it there, so their fitted slope (a drift of the noise floor) says
-nothing about the exponent.
+nothing about the exponent. Twins started a finite distance apart (a *nudge* well above rounding) show a
+negative exponent as a measurable contraction.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ level; or none of these (the fitted slope decides)."""
 
 def exponent(log_stretch: np.ndarray, *, discard: int = 0) -> np.ndarray:
     r"""Finite-time exponent :math:`\Lambda`: the mean of the log stretches ``(..., T)`` over iterations
-    ``n >= discard`` (``nan`` where a run has a non-finite stretch, as a blown-up run does)."""
+    ``n >= discard``; ``nan`` where a stretch is ``nan`` or :math:`+\infty` (a blown-up run), :math:`-\infty`
+    where the map sends the tangent vector to zero."""
     log_stretch = np.asarray(log_stretch, dtype=np.float64)
     if log_stretch.ndim < 1 or not 0 <= discard < log_stretch.shape[-1]:
         raise ValueError(f"discard must lie in [0, {log_stretch.shape[-1] if log_stretch.ndim else 0}); got {discard!r}")
     tail = log_stretch[..., discard:]
+    broken = (np.isnan(tail) | (tail == np.inf)).any(axis=-1)     # -inf: a direction mapped to zero, fine
     with np.errstate(invalid="ignore"):
-        return np.where(np.isfinite(tail).all(axis=-1), tail.mean(axis=-1), np.nan)
+        return np.where(broken, np.nan, tail.mean(axis=-1))
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,11 @@ class TwinRate:
 
     @property
     def sign(self) -> int:
-        """+1 when the twins separate, -1 when they merge, stay at the rounding level or shrink, 0 when
-        the fit cannot tell."""
-        if self.outcome in ("merged", "rounding") or self.high < 0:
+        """+1 when the twins separate, -1 when they merge or shrink, 0 when they stay at the rounding level
+        (bounded, but a drift of the noise floor cannot tell the sign of the exponent) or the fit cannot tell."""
+        if self.outcome == "rounding":
+            return 0
+        if self.outcome == "merged" or self.high < 0:
             return -1
         return 1 if self.low > 0 else 0
 
@@ -72,7 +77,8 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 
               merged_tail: float = 0.25) -> TwinRate:
     r"""Rate of separation of two twin runs from their distance :math:`d_n` (RelL1 per iteration).
 
-    * merged: :math:`d_n = 0` exactly over the last ``merged_tail`` of the run;
+    * merged: :math:`d_n = 0` exactly over the last ``merged_tail`` of the run (the rate is :math:`-\infty`,
+      or, for twins that started above ``floor``, the slope of their decay);
     * saturated: :math:`d_n` reaches ``saturation``; the fit stops there;
     * rounding: otherwise, if :math:`d_n` never exceeds ``floor`` (about 1e4 float64 ulps);
     * neither: the fit runs to the end.
@@ -86,20 +92,30 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 
         raise ValueError(f"need 0 < floor < saturation and merged_tail in (0, 1); got {floor!r}, {saturation!r}, "
                          f"{merged_tail!r}")
     tail = max(1, int(merged_tail * d.size))
+    positive = np.flatnonzero(d)
     if not d[-tail:].any():
+        if positive.size >= 3 and d[positive[0]] > floor:      # a nudge that decayed: its rate is measurable
+            low, rate, high = _slope(positive, d)
+            return TwinRate(rate, low, high, int(positive[0]), int(positive[-1]) + 1, "merged")
         return TwinRate(-np.inf, -np.inf, -np.inf, 0, d.size - tail, "merged")
-    start = int(np.flatnonzero(d)[0])
+    start = int(positive[0])
     above = np.flatnonzero(d >= saturation)
-    saturated = above.size > 0 and above[0] > start
+    saturated = above.size > 0 and above[0] >= start
     stop = int(above[0]) + 1 if saturated else d.size
     outcome = "saturated" if saturated else "rounding" if d.max() <= floor else "neither"
     n = np.flatnonzero(d[start:stop]) + start
     if n.size < 3:
         rate = (np.log(d[stop - 1]) - np.log(d[start])) / max(stop - 1 - start, 1)
         return TwinRate(rate, -np.inf, np.inf, start, stop, outcome)
+    low, rate, high = _slope(n, d)
+    return TwinRate(rate, low, high, start, stop, outcome)
+
+
+def _slope(n: np.ndarray, d: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares slope of :math:`\log d_n` over the steps ``n``, with its 95 % interval."""
     fit = stats.linregress(n, np.log(d[n]))
     half = stats.t.ppf(0.975, n.size - 2) * fit.stderr
-    return TwinRate(float(fit.slope), float(fit.slope - half), float(fit.slope + half), start, stop, outcome)
+    return float(fit.slope - half), float(fit.slope), float(fit.slope + half)
 
 
 def windowed_rates(distance: np.ndarray, marks: np.ndarray, *, saturation: float = 1e-3) -> np.ndarray:

@@ -81,7 +81,7 @@ def run(ctx: RunContext) -> RunOutput:
             "fine_log_stretch": stretch,
             "fine_exponent": exponent,
             "fine_class": cnnpde.classify(fine_loss, exponent),
-            "fine_period": cnnpde.orbit_period(fine_loss),
+            "fine_period": cnnpde.loss_period(fine_loss),
             "fine_rel_l1_k3": twin,
             "dts": np.array(cfg["dts"]),
             "loss_fft": reference.loss,
