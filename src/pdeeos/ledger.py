@@ -240,51 +240,63 @@ def _fine_grid(runs: Runs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a["fine_dts"], names, np.isin(names, cnnpde.RESTRAINED)
 
 
+FIG5_BOUNDARY_RULE = ("each run classed by cnnpde.classify (blow-up: last loss not finite or above 10× the "
+                      "first; stable: the loss never rises over the last 200 iterations; otherwise chaotic if "
+                      "the tangent-map exponent is positive, periodic if not; periodic and chaotic are the "
+                      "paper's restrained). Reproduced if all 8 of the paper's step sizes fall in the paper's "
+                      "classes, partly if 6 or 7, not reproduced otherwise")
+
+
 def _fig5_boundaries(runs: Runs) -> tuple[str, str]:
-    a = runs["cnnpde-regimes"].arrays
     dts, names, restrained = _fine_grid(runs)
     stable_max, blowup_min = dts[names == "stable"].max(), dts[names == "blow-up"].min()
-    chaotic = (names[restrained] == "chaotic").mean()
+    cells = np.gradient(dts)                           # weight each grid point by the width of its cell
+    chaotic = names[restrained] == "chaotic"
     ours = (f"stable ≤ {stable_max:.4g}, restrained {dts[restrained].min():.4g}–{dts[restrained].max():.4g} "
-            f"({100 * chaotic:.0f} % of its {restrained.sum()} step sizes chaotic, the rest periodic), "
-            f"blow-up ≥ {blowup_min:.4g}")
-    agree = sum(int(code) == _PAPER_CLASSES[round(float(dt), 4)] for dt, code in zip(a["dts"], _paper_codes(a)))
+            f"({chaotic.sum()} of its {restrained.sum()} step sizes chaotic: {100 * chaotic.mean():.0f} % of the "
+            f"grid points, {100 * np.average(chaotic, weights=cells[restrained]):.0f} % of its width; the rest "
+            f"periodic), blow-up ≥ {blowup_min:.4g}")
+    codes = _paper_codes(runs)
+    agree = sum(int(code) == _PAPER_CLASSES[round(float(dt), 4)] for dt, code in codes.items())
     return ours + f"; {agree}/8 of the paper's runs classed as the paper does", (
         "reproduced" if agree == 8 else "partly" if agree >= 6 else "not reproduced")
 
 
-def _paper_codes(a: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Class codes of the paper's eight runs, mapped to 1 stable, 2 restrained (periodic or chaotic), 3 blow-up."""
+def _paper_codes(runs: Runs) -> dict[float, int]:
+    """Class codes of the paper's eight step sizes on the fine grid, mapped to 1 stable, 2 restrained
+    (periodic or chaotic), 3 blow-up."""
+    dts, names, _ = _fine_grid(runs)
     order = {"stable": 1, "periodic": 2, "chaotic": 2, "blow-up": 3}
-    return np.array([order[name] for name in _class_names(a["paper_class"])])
+    return {dt: order[names[np.isclose(dts, dt)][0]] for dt in _PAPER_CLASSES}
 
 
-FIG5_RULE = ("twins at the paper's step sizes: merged if the mean RelL1 over the last 500 iterations is "
-             "below 1e-12, apart if above 1e-2; on the fine grid a restrained run amplifies if its twins' "
-             "separation rate (pdeeos.lyapunov.twin_rate) is positive. Reproduced if the paper's stable "
-             "runs merge, its restrained runs stay apart and every restrained run of the fine grid amplifies; "
-             "partly if the paper's runs behave so but some restrained runs of the fine grid do not; not "
-             "reproduced otherwise")
+FIG5_RULE = ("a pair of k = 1 / k = 3 twins amplifies if its separation rate (pdeeos.lyapunov.twin_rate) is "
+             "positive, does not if the twins merge or the rate is negative; twins held at the rounding level "
+             "(never beyond 1e-12) are undetermined (chapter 5 decides them with nudged twins). Reproduced if at "
+             "the paper's step sizes the stable twins do not amplify and the restrained ones do, and every "
+             "restrained run of the fine grid amplifies; partly if the paper's runs behave so but some restrained "
+             "runs of the fine grid do not; not reproduced otherwise")
 
 
 def _fig5_rell1(runs: Runs) -> tuple[str, str]:
     a = runs["cnnpde-regimes"].arrays
-    names = np.array(_class_names(a["paper_class"]))
-    tail = a["rel_l1_k3"][:, -500:].mean(axis=1)
-    stable, restrained = tail[names == "stable"], tail[np.isin(names, cnnpde.RESTRAINED)]
-    _, fine_names, fine_restrained = _fine_grid(runs)
-    signs = np.array([lyapunov.twin_rate(d).sign for d in a["fine_rel_l1_k3"]])
-    exponent_signs = np.sign(a["fine_exponent"])
-    bounded = fine_names != "blow-up"
-    chaotic, periodic = fine_names == "chaotic", fine_names == "periodic"
-    ours = (f"paper's step sizes, mean RelL1 over the last 500 iterations: stable ≤ {stable.max():.1e}, "
-            f"restrained (all chaotic) {restrained.min():.2f}–{restrained.max():.2f}. Sharper: amplified iff "
-            f"chaotic — on the fine grid the twins separate at {(signs[chaotic] > 0).sum()} of {chaotic.sum()} "
-            f"chaotic step sizes and at {(signs[periodic] > 0).sum()} of {periodic.sum()} periodic ones; "
-            f"twin and tangent-map signs agree at {(signs[bounded] == exponent_signs[bounded]).sum()} of "
-            f"{bounded.sum()} bounded step sizes")
-    paper_ok = stable.max() < 1e-12 and restrained.min() > 1e-2
-    all_amplify = bool((signs[fine_restrained] > 0).all())
+    dts, names, restrained = _fine_grid(runs)
+    signs = np.zeros(dts.size, dtype=int)
+    bounded = names != "blow-up"
+    signs[bounded] = [lyapunov.twin_rate(d).sign for d in a["fine_rel_l1_k3"][bounded]]
+    paper = np.isin(np.round(dts, 4), list(_PAPER_CLASSES))
+    paper_stable, paper_restrained = paper & (names == "stable"), paper & restrained
+    chaotic, periodic = names == "chaotic", names == "periodic"
+    decided = signs != 0
+    ours = (f"paper's step sizes: twins {'merge' if (signs[paper_stable] < 0).all() else 'do not all merge'} at "
+            f"the {paper_stable.sum()} stable ones, separate at {(signs[paper_restrained] > 0).sum()} of "
+            f"{paper_restrained.sum()} restrained (all chaotic). Sharper: amplified iff chaotic — on the fine grid "
+            f"the twins separate at {(signs[chaotic] > 0).sum()} of {chaotic.sum()} chaotic step sizes and at "
+            f"{(signs[periodic] > 0).sum()} of {periodic.sum()} periodic ones ({(signs[periodic] == 0).sum()} held "
+            f"at rounding); where the twins decide, their sign is the tangent map's at "
+            f"{(signs[decided] == np.sign(a['fine_exponent'][decided])).sum()} of {decided.sum()} step sizes")
+    paper_ok = (signs[paper_stable] < 0).all() and (signs[paper_restrained] > 0).all()
+    all_amplify = bool((signs[restrained] > 0).all())
     return ours, "reproduced" if paper_ok and all_amplify else "partly" if paper_ok else "not reproduced"
 
 
@@ -303,7 +315,8 @@ FIG6_RULE = ("Δt·λ_max over the last 500 iterations (exact eigenvalues at the
              "checkerboard's scalar reduction on the fine grid): a run is at the Edge of Stability when it is ≥ 2 "
              f"on at least {100 * EOS_SHARE:.0f} % of them. Reproduced if the stable runs stay below 2 and every "
              "restrained run of the fine grid is at the Edge of Stability; partly if the paper's are but some "
-             "of the fine grid are not; not reproduced otherwise")
+             "of the fine grid are not; not reproduced otherwise. Chapter 5 prints the counts under other "
+             "thresholds: under the stricter 'median ≥ 2' the paper's Δt = 0.05 (median 1.13) would not count")
 
 
 def _fig6(runs: Runs) -> tuple[str, str]:
@@ -326,7 +339,7 @@ def _fig6(runs: Runs) -> tuple[str, str]:
     ours = (f"Δt·λ_max ≥ 2 on {100 * share.min():.0f}–{100 * share.max():.0f} % of the last 500 iterations of the "
             f"paper's restrained runs, never in its stable ones (max {stable_max:.2f}); on the fine grid "
             f"{(fine_share >= EOS_SHARE).sum()} of {restrained.sum()} restrained runs are at the Edge of Stability"
-            + (f"; the periodic runs at Δt = {', '.join(f'{d:g}' for d in never)} never reach 2 at an iterate "
+            + (f"; the periodic runs at Δt = {', '.join(f'{d:g}' for d in never)} never reach 2 on their cycle "
                "(the mean curvature between the iterates of a 2-cycle is exactly 2/Δt)" if never.size else ""))
     paper_ok = stable_max < 2 and share.min() >= EOS_SHARE
     all_ok = bool((fine_share >= EOS_SHARE).all())
@@ -517,7 +530,7 @@ CLAIMS: tuple[Claim, ...] = (
           ("vonneumann-tables",), _table9),
     Claim("Fig. 5 left, Table 3", SUN, "one-layer CNN PDE: stable for Δt ≤ 0.03, restrained up to 0.1 = 2/α, blow-up beyond",
           "boundaries 0.03 and 0.1", "05-one-layer-cnn", "The boundaries on a fine grid",
-          ("cnnpde-regimes",), _fig5_boundaries),
+          ("cnnpde-regimes",), _fig5_boundaries, FIG5_BOUNDARY_RULE),
     Claim("Fig. 5 right", SUN, "RelL1 between k = 1 and k = 3 runs: attenuated when stable, grows then levels off when restrained",
           "attenuated / amplified and bounded", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
           ("cnnpde-regimes",), _fig5_rell1, FIG5_RULE),
