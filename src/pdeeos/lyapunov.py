@@ -118,17 +118,19 @@ def _slope(n: np.ndarray, d: np.ndarray) -> tuple[float, float, float]:
     return float(fit.slope - half), float(fit.slope), float(fit.slope + half)
 
 
-def windowed_rates(distance: np.ndarray, marks: np.ndarray, *, saturation: float = 1e-3) -> np.ndarray:
+def windowed_rates(distance: np.ndarray, marks: np.ndarray, *, saturation: float = 1e-3,
+                   floor: float = 1e-12) -> np.ndarray:
     r"""Local separation rates of twins between consecutive marks :math:`t_j` (e.g. the steps where the
     sharpness was measured): :math:`(\log d_{t_{j+1}} - \log d_{t_j})/(t_{j+1} - t_j)`, one per window;
-    ``nan`` where either distance is 0 or not finite, or the window ends at or above ``saturation``
-    (there the distance no longer grows like :math:`e^{\Lambda n}`)."""
+    ``nan`` where either distance is 0 or not finite, where both lie at or below ``floor`` (the rounding
+    level, whose fluctuations are not a rate: see :func:`twin_rate`), or where the window ends at or above
+    ``saturation`` (there the distance no longer grows like :math:`e^{\Lambda n}`)."""
     d = np.asarray(distance, dtype=np.float64)
     t = np.asarray(marks, dtype=np.int64)
     if d.ndim != 1 or t.ndim != 1 or t.size < 2 or (np.diff(t) <= 0).any() or t[0] < 0 or t[-1] >= d.size:
         raise ValueError(f"marks must be increasing steps inside the {d.size} distances; got {marks!r}")
     a, b = d[t[:-1]], d[t[1:]]
-    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b) & (b < saturation)
+    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b) & (b < saturation) & (np.maximum(a, b) > floor)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(ok, (np.log(b) - np.log(a)) / np.diff(t), np.nan)
 
