@@ -164,5 +164,14 @@ def test_eos_twins_ci_run_records_twins_and_sharpness(tmp_path):
         s, rel = run.summary[key], run.arrays[f"{key}_rel_l1"]
         assert rel.shape == (s["steps"] + 1,) and rel[0] == 0
         assert run.arrays[f"{key}_sharpness"].shape == run.arrays[f"{key}_sharpness_steps"].shape
-        onset = s["onset_step"]
-        assert (onset is None and rel.max() < eos_twins.ONSET) or rel[onset] >= eos_twins.ONSET > rel[:onset].max()
+        assert s["onset_step"] == eos_twins.onset_step(rel)
+
+
+def test_onset_needs_the_distance_to_stay_up():
+    from pdeeos.experiments import eos_twins
+
+    rel = np.full(40, 1e-15)
+    rel[10] = 1e-8                                   # a one-step spike: not an onset
+    assert eos_twins.onset_step(rel) is None
+    rel[25:] = 1e-6
+    assert eos_twins.onset_step(rel) == 25

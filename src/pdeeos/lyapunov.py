@@ -112,7 +112,7 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 
 
 
 def _slope(n: np.ndarray, d: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares slope of :math:`\log d_n` over the steps ``n``, with its 95 % interval."""
+    r"""Least-squares slope of :math:`\log d_n` over the steps ``n``, with its 95 % interval."""
     fit = stats.linregress(n, np.log(d[n]))
     half = stats.t.ppf(0.975, n.size - 2) * fit.stderr
     return float(fit.slope - half), float(fit.slope), float(fit.slope + half)
