@@ -143,3 +143,18 @@ def test_lr_threshold_outcome_says_whether_the_runs_bracket_the_threshold() -> N
     assert "every tested learning rate amplifies, down to 0.0125" in lr_threshold.outcome(summary([True] * 3, float("nan")))
     assert not lr_threshold.measured(summary([False] * 3, 0.05))
     assert "at least 0.05" in lr_threshold.outcome(summary([False] * 3, 0.05))
+
+
+def test_lr_threshold_keeps_lr_times_steps_and_probes_sharpness_on_a_copy() -> None:
+    from pdeeos.experiments import lr_threshold
+    from pdeeos.training import Split
+
+    cfg = lr_threshold.CONFIGS["book"]
+    assert [lr_threshold.epochs_for(lr, cfg, 2560) for lr in cfg["lrs"]] == [40, 79, 157, 313, 626]
+    torch.manual_seed(0)
+    model = lr_threshold.models.build("resnet8", activation="swish", width=2, in_channels=3)
+    split = Split(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    value = lr_threshold.network_sharpness(model, split, images=8, batch_size=4, weight_decay=5e-4)
+    assert np.isfinite(value) and value > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # BN statistics untouched

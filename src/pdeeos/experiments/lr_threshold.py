@@ -1,73 +1,160 @@
 """Fig. 3 (right) and Fig. 10: the learning rate below which last-bit errors are attenuated.
 
-Plain perturbed SGD (no momentum, weight decay 5e-4, Swish network) with a fixed learning rate
-``lr = 0.1 / n`` for ``n`` epochs, so ``lr × epochs`` is the same for every run; the k = 1 and k = 3
-copies train in lockstep and their RelL1 distance is recorded every epoch, with the k = 1 copy's
-test accuracy (Fig. 10: is it still learning?). Rounding errors enter at every step, so even a
-stable run accumulates a RelL1 of the order of a fraction of a float32 ulp (~1e-8) and its
-first-epoch value shrinks with the learning rate; growth relative to that first value therefore
-says little. A run *amplifies* the perturbation when its largest RelL1 exceeds ``AMPLIFIED``, an
-average difference of 100 float32 ulps (100 × 2^-23) per weight. The threshold is the largest
-learning rate below which no tested run amplifies.
+Plain perturbed SGD (no momentum, weight decay 5e-4) with a fixed learning rate ``lr`` for as many
+steps as keep ``lr × steps`` at the paper's value, 39.1 (the official code: ``n`` epochs of 391 steps
+at ``0.1/n``); the k = 1 and k = 3 copies train in lockstep and their RelL1 distance is recorded every
+epoch, for the whole network and for the official code's layer (``layer2.5.conv1`` of ResNet-56; the
+first convolution of the middle stage's first block in ResNet-8), with the k = 1 copy's test accuracy
+(Fig. 10: is it still learning?). Each rate is one task of :meth:`pdeeos.experiments.RunContext.map`.
+
+A run *amplifies* the perturbation when its largest RelL1 exceeds ``AMPLIFIED``, an average difference
+of 100 float32 ulps (100 × 2^-23) per weight; the measured threshold is the largest learning rate below
+which no tested run amplifies. The *predicted* threshold comes from the sharpness: the largest
+eigenvalue of the minibatch training loss's Hessian (``sharpness_images`` images in batches, weight
+decay included) at the end of the smallest rate's run, where training was least constrained by the
+Edge of Stability, gives ``2 / lambda_max``; ``lr × lambda_max`` at the end of every run is stored too.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from pdeeos import models
-from pdeeos.metrics import largest_safe
+from pdeeos import models, sharpness
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 from pdeeos.experiments.perturbed_sgd import load_splits, prepare_device
-from pdeeos.training import TrainConfig, train_lockstep
+from pdeeos.metrics import largest_safe
+from pdeeos.training import Split, TrainConfig, train_lockstep
 
 AMPLIFIED = 100 * 2.0 ** -23
 """RelL1 above which a run counts as amplifying the perturbation (100 float32 ulps)."""
 
-BASE = dict(dataset="cifar10", dtype="float32", batch_size=128,
-            weight_decay=5e-4, lr_times_epochs=0.1, ks=[1, 3])
+BASE = dict(dataset="cifar10", dtype="float32", batch_size=128, weight_decay=5e-4, lr_times_steps=39.1,
+            ks=[1, 3], sharpness_images=512)
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "ci": dict(BASE, train_limit=256, test_limit=128, model="resnet8", width=2, ns=[2, 4]),
+    "ci": dict(BASE, train_limit=256, test_limit=128, model="resnet8", width=2, lrs=[0.05, 0.025],
+               lr_times_steps=2.0, sharpness_images=128, official_layer="blocks.1.conv1.weight"),
     "book": dict(BASE, train_limit=2560, test_limit=None, model="resnet8", width=8,
-                 ns=[2, 4, 8, 16, 32, 64, 128, 256]),
+                 lrs=[0.05, 0.025, 0.0125, 0.00625, 0.003125], official_layer="blocks.1.conv1.weight"),
     "paper": dict(BASE, train_limit=None, test_limit=None, model="resnet56", width=16,
-                  ns=[2, 4, 8, 16, 32, 320, 3200, 32000]),
+                  lrs=[0.05, 0.025, 0.0125, 0.00625, 0.003125, 3.125e-4, 3.125e-5, 3.125e-6],
+                  official_layer="blocks.14.conv1.weight"),
 }
 
 
+def epochs_for(lr: float, cfg: dict[str, Any], n_train: int) -> int:
+    """Epochs that keep ``lr × steps`` at least ``lr_times_steps`` (``ceil(n_train / batch_size)`` steps each)."""
+    per_epoch = math.ceil(n_train / cfg["batch_size"])
+    return math.ceil(cfg["lr_times_steps"] / (lr * per_epoch) - 1e-9)
+
+
+def network_sharpness(model: torch.nn.Module, split: Split, *, images: int, batch_size: int,
+                      weight_decay: float) -> float:
+    r""":math:`\lambda_{\max}` of the minibatch loss :math:`\frac1n\sum_b |b|\,\ell_b + \frac{wd}{2}\|\theta\|^2`
+    on the first ``images`` training images (batch-norm in training mode, as SGD sees it), on a copy of
+    ``model`` so that its running statistics are left alone."""
+    probe = copy.deepcopy(model).train()
+    params = list(probe.parameters())
+    x, y = split.x[:images], split.y[:images]
+    fns: list[Callable[[], torch.Tensor]] = [
+        (lambda i=i: F.cross_entropy(probe(x[i:i + batch_size]), y[i:i + batch_size]) * (len(y[i:i + batch_size]) / len(y)))
+        for i in range(0, len(y), batch_size)]
+    fns.append(lambda: 0.5 * weight_decay * sum((p ** 2).sum() for p in params))
+    return sharpness.top_eigenvalue(fns, params, tol=1e-3, max_iter=80)
+
+
+@dataclass(frozen=True)
+class RateTask:
+    """One learning rate: its config, device and checkpoint."""
+
+    config: dict
+    lr: float
+    device: str
+    checkpoint: Path
+
+
+def build(cfg: dict[str, Any], train: Split) -> torch.nn.Module:
+    """The config's network for the images of ``train``."""
+    return models.build(cfg["model"], activation=cfg["activation"], width=cfg["width"], in_channels=train.x.shape[1])
+
+
+def train_rate(task: RateTask, tick: Callable[[], None]) -> dict[str, Any]:
+    """Train the lockstep k = 1 / k = 3 pair at one rate (resumable), then measure the k = 1 copy's sharpness."""
+    cfg, device = task.config, torch.device(task.device)
+    prepare_device(device)
+    train, test, _ = load_splits(cfg, device)
+    epochs = epochs_for(task.lr, cfg, len(train.y))
+    tc = TrainConfig(ks=tuple(cfg["ks"]), optimizer="sgd", lr=task.lr, momentum=0.0, nesterov=False,
+                     weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"], epochs=epochs,
+                     milestones=(), dtype=cfg["dtype"])
+    trainer = train_lockstep(lambda: build(cfg, train), train, test, tc, init_seed=0, device=device,
+                             checkpoint=task.checkpoint, progress=lambda it: _ticking(it, tick))
+    history = trainer.history.arrays()
+    layer = trainer.layers.index(cfg["official_layer"])
+    return {"epochs": epochs, "rel_l1": history["rel_l1"][:, 1], "rel_l1_layer": history["rel_l1_layers"][:, 1, layer],
+            "test_acc": history["test_acc"][:, 0],
+            "sharpness": network_sharpness(trainer.models[0], trainer.train_split, images=cfg["sharpness_images"],
+                                           batch_size=cfg["batch_size"], weight_decay=cfg["weight_decay"])}
+
+
+def _ticking(epochs, tick: Callable[[], None]):
+    for epoch in epochs:
+        yield epoch
+        tick()
+
+
 def run(ctx: RunContext) -> RunOutput:
-    """One lockstep k = 1 / k = 3 pair per n, lr = lr_times_epochs / n for n epochs."""
+    """One lockstep k = 1 / k = 3 pair per learning rate, ``lr × steps`` fixed."""
     cfg = ctx.config
     prepare_device(ctx.device)
-    train, test, described = load_splits(cfg, ctx.device)
-    ns = cfg["ns"]
-    rel = np.full((len(ns), max(ns)), np.nan)
-    acc = np.full((len(ns), max(ns)), np.nan)
-    for i, n in enumerate(ctx.progress(ns, desc="n")):
-        tc = TrainConfig(ks=tuple(cfg["ks"]), optimizer="sgd", lr=cfg["lr_times_epochs"] / n,
-                         momentum=0.0, nesterov=False, weight_decay=cfg["weight_decay"],
-                         batch_size=cfg["batch_size"], epochs=n, milestones=(), dtype=cfg["dtype"])
-        trainer = train_lockstep(
-            lambda: models.build(cfg["model"], activation=cfg["activation"], width=cfg["width"],
-                                 in_channels=train.x.shape[1]),
-            train, test, tc, init_seed=0, device=ctx.device,
-            checkpoint=ctx.checkpoint_dir / f"n{n}.pt")
-        history = trainer.history.arrays()
-        rel[i, :n] = history["rel_l1"][:, 1]
-        acc[i, :n] = history["test_acc"][:, 0]
-    lrs = cfg["lr_times_epochs"] / np.asarray(ns, dtype=float)
-    largest = np.nanmax(rel, axis=1)
-    amplified = largest > AMPLIFIED
-    summary = {"data": described, "threshold_lr": largest_safe(lrs, amplified),
-               "amplified_rel_l1": AMPLIFIED, "lrs": lrs.tolist(), "amplified": amplified.tolist(),
+    train, _, described = load_splits(cfg, ctx.device)
+    probe = build(cfg, train)
+    layers = [n for n, p in probe.named_parameters() if p.ndim > 1]
+    if cfg["official_layer"] not in layers:
+        raise ValueError(f"official_layer {cfg['official_layer']!r} is not a weight layer of {cfg['model']}: {layers}")
+    lrs = np.asarray(cfg["lrs"], dtype=float)
+    epochs = [epochs_for(lr, cfg, len(train.y)) for lr in lrs]
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [RateTask(cfg, float(lr), str(ctx.device), ctx.checkpoint_dir / f"lr{lr:.6g}.pt") for lr in lrs]
+    outs = ctx.map(train_rate, tasks, units=max(epochs), desc=ctx.experiment)
+    torch.manual_seed(0)
+    initial = network_sharpness(build(cfg, train).to(ctx.device), train, images=cfg["sharpness_images"],
+                                batch_size=cfg["batch_size"], weight_decay=cfg["weight_decay"])
+
+    def padded(key: str) -> np.ndarray:
+        out = np.full((len(lrs), max(epochs)), np.nan)
+        for i, o in enumerate(outs):
+            out[i, :o["epochs"]] = o[key]
+        return out
+
+    rel, rel_layer, acc = padded("rel_l1"), padded("rel_l1_layer"), padded("test_acc")
+    per_epoch = math.ceil(len(train.y) / cfg["batch_size"])
+    largest, largest_layer = np.nanmax(rel, axis=1), np.nanmax(rel_layer, axis=1)
+    amplified, amplified_layer = largest > AMPLIFIED, largest_layer > AMPLIFIED
+    final_sharpness = np.array([o["sharpness"] for o in outs])
+    summary = {"data": described, "lrs": lrs.tolist(), "epochs": epochs,
+               "lr_times_steps": [float(lr * e * per_epoch) for lr, e in zip(lrs, epochs)],
+               "amplified_rel_l1": AMPLIFIED, "amplified": amplified.tolist(),
+               "threshold_lr": largest_safe(lrs, amplified),
+               "amplified_layer": amplified_layer.tolist(), "threshold_lr_layer": largest_safe(lrs, amplified_layer),
+               "official_layer": cfg["official_layer"],
                "first_rel_l1": rel[:, 0].tolist(), "largest_rel_l1": largest.tolist(),
-               "final_rel_l1": [float(rel[i, n - 1]) for i, n in enumerate(ns)]}
-    return RunOutput(arrays={"ns": np.asarray(ns), "lrs": lrs, "rel_l1": rel, "test_acc": acc},
-                     summary=summary)
+               "final_rel_l1": [float(rel[i, e - 1]) for i, e in enumerate(epochs)],
+               "largest_rel_l1_layer": largest_layer.tolist(),
+               "initial_sharpness": initial, "final_sharpness": final_sharpness.tolist(),
+               "lr_times_final_sharpness": (lrs * final_sharpness).tolist(),
+               "predicted_threshold_lr": float(2.0 / final_sharpness[np.argmin(lrs)])}
+    return RunOutput(arrays={"lrs": lrs, "epochs": np.asarray(epochs), "rel_l1": rel, "rel_l1_layer": rel_layer,
+                             "test_acc": acc, "final_sharpness": final_sharpness}, summary=summary)
 
 
 def measured(summary: dict[str, Any]) -> bool:
@@ -93,7 +180,7 @@ def _experiment(name: str, summary: str, activation: str) -> Experiment:
 
 
 EXPERIMENT = (
-    _experiment("lr-threshold", "Fig. 3 right / Fig. 10: RelL1 of k = 1 vs 3 at lr = 0.1/n for n epochs",
+    _experiment("lr-threshold", "Fig. 3 right / Fig. 10: RelL1 of k = 1 vs 3 at fixed lr, lr × steps = 39.1",
                 "swish"),
     _experiment("lr-threshold-relu", "the Fig. 3 right protocol with ReLU instead of Swish", "relu"),
 )
