@@ -66,3 +66,15 @@ def test_a_decaying_nudge_has_a_measured_rate():
     d = np.r_[1e-8 * np.exp(-0.3 * np.arange(40)), np.zeros(160)]
     rate = lyapunov.twin_rate(d)
     assert rate.outcome == "merged" and rate.sign == -1 and rate.rate == pytest.approx(-0.3)
+
+
+def test_exponent_interval_from_block_means():
+    rng = np.random.default_rng(4)
+    chaotic = 0.3 + rng.normal(0, 1, (1, 1000))
+    low, high = lyapunov.exponent_interval(chaotic, discard=500, blocks=5)
+    assert low[0] < 0.3 < high[0] and high[0] - low[0] < 0.5
+    periodic = np.tile([-0.5, 0.1], (1, 500))                        # a 2-cycle: every block alike
+    low, high = lyapunov.exponent_interval(periodic, discard=500)
+    assert low[0] == pytest.approx(-0.2) and high[0] == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="blocks"):
+        lyapunov.exponent_interval(periodic, blocks=1)

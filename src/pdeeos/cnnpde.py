@@ -44,6 +44,7 @@ __all__ = [
     "lyapunov",
     "official_kernel",
     "loss_period",
+    "never_rises",
     "nudge_distance",
     "rel_l1_over_iterations",
     "scalar_orbit",
@@ -149,6 +150,11 @@ def _check_image_kernel(image: torch.Tensor, kernel: torch.Tensor) -> None:
         raise ValueError(f"kernel must be square; got shape {tuple(kernel.shape)}")
     if kernel.shape[0] > min(image.shape):
         raise ValueError(f"kernel ({kernel.shape[0]}x{kernel.shape[0]}) is larger than image {tuple(image.shape)}")
+
+
+def _check_steps(steps: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
 
 
 def _check_model(y: float, alpha: float, beta: float) -> None:
@@ -337,8 +343,7 @@ def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
     _check_model(y, alpha, beta)
     dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True)
     k_arr = _as_batch(k, "k", minimum=1.0, strict=False)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    _check_steps(steps)
     if record_every is not None and (isinstance(record_every, bool) or record_every < 1):
         raise ValueError(f"record_every must be a positive integer or None; got {record_every!r}")
     if dtype not in (torch.float32, torch.float64):
@@ -460,8 +465,7 @@ def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0
     """
     _check_model(y, alpha, beta)
     dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    _check_steps(steps)
     if not np.isfinite(u0):
         raise ValueError(f"u0 must be finite; got {u0!r}")
     counts = checkerboard_counts(image_size, w)
@@ -511,7 +515,7 @@ def blows_up(loss: np.ndarray) -> np.ndarray:
     return ~np.isfinite(end) | ~(end <= BLOW_UP_GROWTH * loss[..., 0])
 
 
-def _never_rises(loss: np.ndarray, window: int, rtol: float) -> np.ndarray:
+def never_rises(loss: np.ndarray, window: int, rtol: float) -> np.ndarray:
     """Over the last ``window`` iterations the loss never rises by more than ``rtol`` relative."""
     tail = loss[..., -window:]
     with np.errstate(invalid="ignore"):
@@ -542,7 +546,7 @@ def classify(loss: np.ndarray, exponent: np.ndarray, *, window: int = 200, rtol:
     exponent = np.asarray(exponent, dtype=np.float64)
     if exponent.shape != loss.shape[:-1]:
         raise ValueError(f"exponent must have the shape {loss.shape[:-1]} of the runs; got {exponent.shape}")
-    blow_up, stable = blows_up(loss), _never_rises(loss, window, rtol)
+    blow_up, stable = blows_up(loss), never_rises(loss, window, rtol)
     if (~blow_up & ~stable & ~np.isfinite(exponent)).any():
         raise ValueError("a bounded run whose loss still rises needs a finite exponent")
     return np.where(blow_up, 3, np.where(stable, 0, np.where(exponent > 0, 2, 1)))

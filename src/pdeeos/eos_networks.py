@@ -211,10 +211,8 @@ def loss_spikes(loss: np.ndarray, rel: float = 0.1) -> np.ndarray:
 
 def _settles_monotonically(loss: np.ndarray, rtol: float) -> np.ndarray:
     """Finite throughout and, over the second half of the last axis, never rising by more than ``rtol``."""
-    tail = loss[..., loss.shape[-1] // 2:]
-    with np.errstate(invalid="ignore"):
-        rises = np.diff(tail, axis=-1) > rtol * np.abs(tail[..., :-1])
-    return np.all(np.isfinite(loss), axis=-1) & ~np.any(rises, axis=-1)
+    second_half = loss.shape[-1] - loss.shape[-1] // 2
+    return np.all(np.isfinite(loss), axis=-1) & cnnpde.never_rises(loss, second_half, rtol)
 
 
 def is_stable(history: History, rtol: float = 1e-9) -> bool:

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "first_at_least", "twin_rate", "windowed_rates"]
+__all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "exponent_interval", "first_at_least", "twin_rate",
+           "windowed_rates"]
 
 TWIN_OUTCOMES: tuple[str, ...] = ("merged", "rounding", "saturated", "neither")
 """How a pair of twins ended: bit-identical; never beyond the rounding floor; grown to the saturation
@@ -47,6 +48,27 @@ def exponent(log_stretch: np.ndarray, *, discard: int = 0) -> np.ndarray:
     broken = (np.isnan(tail) | (tail == np.inf)).any(axis=-1)     # -inf: a direction mapped to zero, fine
     with np.errstate(invalid="ignore"):
         return np.where(broken, np.nan, tail.mean(axis=-1))
+
+
+def exponent_interval(log_stretch: np.ndarray, *, discard: int = 0, blocks: int = 5,
+                      level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    r"""A ``level`` interval for :func:`exponent` from the spread of its ``blocks`` block means
+    (iterations ``n >= discard`` cut into equal blocks; Student's t with ``blocks - 1`` degrees of freedom).
+    Returns ``(low, high)``, each of shape ``(...)``; ``nan`` where the exponent is. Blocks of a chaotic
+    orbit are nearly independent; on a periodic orbit every block has the same mean and the interval
+    closes to the exponent."""
+    log_stretch = np.asarray(log_stretch, dtype=np.float64)
+    if not 2 <= blocks <= log_stretch.shape[-1] - discard:
+        raise ValueError(f"blocks must lie in [2, {log_stretch.shape[-1] - discard}]; got {blocks!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level!r}")
+    usable = (log_stretch.shape[-1] - discard) // blocks * blocks
+    tail = log_stretch[..., log_stretch.shape[-1] - usable:]
+    means = exponent(tail.reshape(*tail.shape[:-1], blocks, -1))
+    with np.errstate(invalid="ignore"):
+        centre, spread = means.mean(axis=-1), means.std(axis=-1, ddof=1) / np.sqrt(blocks)
+    half = stats.t.ppf(0.5 + level / 2, blocks - 1) * spread
+    return centre - half, centre + half
 
 
 @dataclass(frozen=True)
