@@ -234,3 +234,18 @@ def test_a_failing_worker_task_fails_the_map(tmp_path):
                                  run_dir=tmp_path, show_progress=False, workers=2)
     with pytest.raises(ValueError, match="task 1 failed"):
         ctx.map(_fails_for_odd, [0, 1, 2, 4], units=1, desc="demo")
+
+
+def _ticks(n, tick):
+    for _ in range(n):
+        tick()
+    return n * 10
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_map_counts_each_tasks_own_units_and_keeps_the_items_order(tmp_path, workers):
+    ctx = experiments.RunContext(experiment="demo", scale="ci", config={}, device=torch.device("cpu"),
+                                 run_dir=tmp_path, show_progress=False, workers=workers)
+    assert ctx.map(_ticks, [1, 5, 2], units=[1, 5, 2], desc="demo") == [10, 50, 20]
+    with pytest.raises(ValueError, match="units has 2 entries for 3 tasks"):
+        ctx.map(_ticks, [1, 5, 2], units=[1, 5], desc="demo")

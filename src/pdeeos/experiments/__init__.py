@@ -107,17 +107,23 @@ class RunContext:
             yield item
             self.record_wall_time()
 
-    def map(self, func: Callable[[T, Tick], R], items: Sequence[T], *, units: int, desc: str) -> list[R]:
+    def map(self, func: Callable[[T, Tick], R], items: Sequence[T], *, units: int | Sequence[int],
+            desc: str) -> list[R]:
         """``[func(item, tick) for item in items]``, in :attr:`workers` processes.
 
         Each task must be independent of the others and deterministic, so the results are
         bit-identical whatever the number of workers (a test checks it); ``func`` must be a
         module-level function and the items picklable. Every task calls ``tick()`` after each of
-        its ``units`` units of work; one progress bar counts them all and the wall time is
-        recorded at each tick.
+        its units of work (``units``: the same number for every task, or one number per task); one
+        progress bar counts them all and the wall time is recorded at each tick. Worker processes
+        take the tasks with the most units first, so that the longest does not start last; the
+        results keep the order of ``items``.
         """
         items = list(items)
-        bar = tqdm(total=units * len(items), disable=not self.show_progress, desc=desc)
+        per_task = [units] * len(items) if isinstance(units, int) else list(units)
+        if len(per_task) != len(items):
+            raise ValueError(f"units has {len(per_task)} entries for {len(items)} tasks")
+        bar = tqdm(total=sum(per_task), disable=not self.show_progress, desc=desc)
 
         def tick() -> None:
             bar.update()
@@ -130,7 +136,9 @@ class RunContext:
             with ctx.Manager() as manager, ProcessPoolExecutor(
                     min(self.workers, len(items)), mp_context=ctx) as pool:
                 ticks = manager.Queue()
-                futures = [pool.submit(func, item, _QueueTick(ticks)) for item in items]
+                longest_first = sorted(range(len(items)), key=lambda i: -per_task[i])
+                submitted = {i: pool.submit(func, items[i], _QueueTick(ticks)) for i in longest_first}
+                futures = [submitted[i] for i in range(len(items))]
                 while not all(f.done() for f in futures):
                     failed = [f for f in futures if f.done() and f.exception() is not None]
                     if failed:   # fail at once, not after every other task has finished

@@ -125,7 +125,7 @@ def run(ctx: RunContext) -> RunOutput:
     epochs = [epochs_for(lr, cfg, len(train.y)) for lr in lrs]
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = [RateTask(cfg, float(lr), str(ctx.device), ctx.checkpoint_dir / f"lr{lr:.6g}.pt") for lr in lrs]
-    outs = ctx.map(train_rate, tasks, units=max(epochs), desc=ctx.experiment)
+    outs = ctx.map(train_rate, tasks, units=epochs, desc=ctx.experiment)
     torch.manual_seed(0)
     initial = network_sharpness(build(cfg, train).to(ctx.device), train, images=cfg["sharpness_images"],
                                 batch_size=cfg["batch_size"], weight_decay=cfg["weight_decay"])
