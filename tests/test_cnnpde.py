@@ -256,3 +256,16 @@ def test_nudged_twins_contract_where_the_exponent_is_negative():
     assert exponents[0] < 0 < exponents[1]
     with pytest.raises(ValueError, match="delta"):
         cnnpde.nudge_distance(image, kernel0, dts, delta=0.0)
+
+
+def test_autograd_loss_gives_thm_5_1_gradient_and_the_exact_hessian():
+    image, kernel = cnnpde.checkerboard(24), cnnpde.official_kernel(6).clone().requires_grad_()
+    loss = cnnpde.loss(kernel, image)
+    grad, = torch.autograd.grad(loss, kernel, create_graph=True)
+    ref_loss, ref_grad = cnnpde.loss_and_grad(kernel.detach(), image)
+    torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-14, atol=0)
+    torch.testing.assert_close(grad.detach(), ref_grad, rtol=1e-12, atol=1e-15)
+    v = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    hv, = torch.autograd.grad((grad * v).sum(), kernel)
+    exact = cnnpde.hessian(kernel.detach(), image) @ v.reshape(-1)
+    torch.testing.assert_close(hv.reshape(-1), exact, rtol=1e-10, atol=1e-12)

@@ -36,12 +36,14 @@ def test_app_b_bit_identities() -> None:
     assert trainer.history.rel_l1[-1][:5] == [0.0] * 5 and trainer.history.rel_l1[-1][5] > 0
 
 
-def test_resume_is_bit_exact(tmp_path: Path) -> None:
-    whole = _trainer((1, 3), fluctuation_batches=1)
+@pytest.mark.parametrize("optimizer", ["sgd", "local-cfl"])
+def test_resume_is_bit_exact(tmp_path: Path, optimizer: str) -> None:
+    settings = dict(fluctuation_batches=1, optimizer=optimizer, every=3)
+    whole = _trainer((1, 3), **settings)
     whole.train()
     ckpt = tmp_path / "ckpt.pt"
-    _trainer((1, 3), fluctuation_batches=1).train(1, checkpoint=ckpt)  # stopped after epoch 1
-    resumed = _trainer((1, 3), fluctuation_batches=1)
+    _trainer((1, 3), **settings).train(1, checkpoint=ckpt)  # stopped after epoch 1
+    resumed = _trainer((1, 3), **settings)
     resumed.train(checkpoint=ckpt)
     assert resumed.epoch == 2
     assert all(identical(a, b) for a, b in zip(whole.models, resumed.models))
@@ -158,3 +160,16 @@ def test_lr_threshold_keeps_lr_times_steps_and_probes_sharpness_on_a_copy() -> N
     value = lr_threshold.network_sharpness(model, split, images=8, batch_size=4, weight_decay=5e-4)
     assert np.isfinite(value) and value > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # BN statistics untouched
+
+
+def test_uncapped_local_cfl_trains_like_sgd_and_global_cfl_caps_a_large_rate() -> None:
+    """At a small rate no region is capped (the copies equal SGD's bit for bit); at lr = 50 the
+    global region's step is the stable one, far below the base rate."""
+    sgd, local = _trainer((1, 3), lr=1e-3), _trainer((1, 3), lr=1e-3, optimizer="local-cfl", every=2)
+    sgd.train()
+    local.train()
+    assert all(identical(a, b) for a, b in zip(sgd.models, local.models))
+    capped = _trainer((1,), lr=50.0, optimizer="global-cfl", every=2)
+    capped.run_epoch()
+    (rate,), = {tuple(r) for r in capped.optimizers[0].step_sizes()}
+    assert 0 < rate < 50.0

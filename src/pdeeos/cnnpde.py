@@ -40,6 +40,7 @@ __all__ = [
     "checkerboard_counts",
     "classify",
     "hessian",
+    "loss",
     "loss_and_grad",
     "lyapunov",
     "official_kernel",
@@ -173,11 +174,28 @@ def _loss_grad(kernels: torch.Tensor, corr: _Correlator, y: float, alpha: float,
     The cross-entropy is written :math:`\mathrm{softplus}(z) - yz` with :math:`z` the pooled activation.
     """
     pre = corr.forward(kernels)
-    z = swish(pre, beta).mean(dim=(-2, -1))
-    loss = F.softplus(z) - y * z + 0.5 * alpha * kernels.square().sum(dim=(-2, -1))
+    loss, z = _pooled_loss(kernels, pre, y, alpha, beta)
     error = (torch.sigmoid(z) - y) / (pre.shape[-2] * pre.shape[-1])
     grad = corr.adjoint(error[:, None, None] * swish_derivative(pre, beta)) + alpha * kernels
     return loss, grad, pre
+
+
+def _pooled_loss(kernels: torch.Tensor, pre: torch.Tensor, y: float, alpha: float,
+                 beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Loss :math:`\mathrm{softplus}(z) - yz + \tfrac{\alpha}{2}\|K\|^2` and pooled activation
+    :math:`z = \tfrac{1}{M^2}\sum_x r(K\star I)(x)` from the pre-activations ``pre`` of ``kernels``."""
+    z = swish(pre, beta).mean(dim=(-2, -1))
+    return F.softplus(z) - y * z + 0.5 * alpha * kernels.square().sum(dim=(-2, -1)), z
+
+
+def loss(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: float = 20.0,
+         beta: float = 1.0, method: str = "fft") -> torch.Tensor:
+    r"""The loss :math:`\ell(y, \hat y) + \tfrac{\alpha}{2}\|K\|^2` of one ``w x w`` kernel as a tensor
+    autograd can differentiate (to any order: Hessian-vector products for :class:`pdeeos.optim.LocalCFL`)."""
+    _check_image_kernel(image, kernel)
+    _check_model(y, alpha, beta)
+    corr = _Correlator(image.to(kernel.dtype), kernel.shape[0], method)
+    return _pooled_loss(kernel[None], corr.forward(kernel[None]), y, alpha, beta)[0][0]
 
 
 def loss_and_grad(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: float = 20.0,

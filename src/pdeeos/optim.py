@@ -67,8 +67,12 @@ class PerturbedSGD(torch.optim.Optimizer):
             for p, d_p in _decayed_gradients(group):
                 if momentum != 0:
                     d_p = self._momentum(p, d_p, momentum, group["dampening"], group["nesterov"])
-                p.add_(d_p / k, alpha=-(k * lr))
+                self._apply(p, d_p, lr, k)
         return loss
+
+    def _apply(self, p: torch.Tensor, d_p: torch.Tensor, lr: float, k: int) -> None:
+        """The perturbed final step ``p -= (k·lr)·(d_p/k)``."""
+        p.add_(d_p / k, alpha=-(k * lr))
 
     def _momentum(self, p: torch.Tensor, d_p: torch.Tensor, momentum: float, dampening: float,
                   nesterov: bool) -> torch.Tensor:
@@ -114,3 +118,180 @@ class PerturbedAdam(torch.optim.Optimizer):
                 k = group["k"]
                 p.addcdiv_(state["exp_avg"] / k, denom, value=-(k * step_size))
         return loss
+
+
+REGIONS = ("tensor", "channel", "global")
+"""How :class:`LocalCFL` cuts the weights into regions: each parameter tensor, each output channel
+of a tensor with two or more dimensions (other tensors whole), or all weights as one region."""
+
+
+def stable_step(sharpness: float, *, momentum: float = 0.0, nesterov: bool = False) -> float:
+    r"""The largest step size that keeps the quadratic :math:`\tfrac\lambda2 x^2` stable, for
+    :math:`\lambda` = ``sharpness``: :math:`2/\lambda` for gradient descent,
+    :math:`2(1+\mu)/\lambda` for heavy-ball momentum :math:`\mu`, and
+    :math:`2(1+\mu)/((1+2\mu)\lambda)` for Nesterov momentum (the Jury bound of chapter 4); no bound
+    (``inf``) when :math:`\lambda \le 0`."""
+    _check_nonnegative(momentum=momentum)
+    if sharpness <= 0:
+        return math.inf
+    factor = 2 * (1 + momentum) / (1 + 2 * momentum) if nesterov else 2 * (1 + momentum)
+    return factor / sharpness
+
+
+Region = list[tuple[torch.Tensor, int | None]]
+"""Pieces of weights, each a parameter tensor and an output channel (``None``: the whole tensor)."""
+
+
+class LocalCFL(PerturbedSGD):
+    r"""SGD with a step size of its own in every region of the weights, each inside its stability bound.
+
+    Region :math:`r` (see :data:`REGIONS`) steps with
+
+    .. math:: \eta_r = \min\bigl(\eta,\ s\,\eta^\ast(\lambda_r)\bigr),
+
+    :math:`\eta` = ``lr``, :math:`s` = ``safety``, :math:`\eta^\ast` the stable step of
+    :func:`stable_step` (:math:`2/\lambda_r` without momentum; the momentum-aware bound otherwise,
+    since :math:`2/\lambda_r` would let Nesterov with :math:`\mu = 0.9` run at 1.47 times its bound), and
+    :math:`\lambda_r` the largest eigenvalue in magnitude of the region's diagonal Hessian block
+    :math:`H_{rr} + \text{wd}\,I` (a bound on its largest positive eigenvalue, so the cap is safe
+    whatever the sign). :math:`\lambda_r` is refreshed every ``every`` steps by ``power_iterations``
+    power iterations of Hessian-vector products restricted to the region, warm-started from the
+    previous refresh's vector (one HVP each; ``hvps`` counts them). Between refreshes the update is
+    :class:`PerturbedSGD`'s, with its last-bit perturbation ``k``; with no region capped it is
+    :class:`torch.optim.SGD` bit for bit.
+
+    ``step(closure)`` must be given a closure when a refresh is due (the first step and every
+    ``every``-th after it): ``closure()`` returns the current batch's loss as a tensor with its graph,
+    ``backward`` not called. ``sharpness()`` and ``step_sizes()`` give :math:`\lambda_r` and
+    :math:`\eta_r` after each step; everything lives in the state dict, so a run resumes bit-exactly.
+    """
+
+    def __init__(self, params: Iterable, lr: float, *, safety: float = 0.9, every: int = 10,
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, k: int = 1,
+                 regions: str = "tensor", power_iterations: int = 2, seed: int = 0) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+        if not (isinstance(safety, (int, float)) and 0 < safety <= 1):
+            raise ValueError(f"safety must be in (0, 1] (a fraction of the stable step); got {safety!r}")
+        for name, value in (("every", every), ("power_iterations", power_iterations)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        if regions not in REGIONS:
+            raise ValueError(f"regions must be one of {REGIONS}; got {regions!r}")
+        super().__init__(params, lr, k=k, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        self.defaults.update(safety=safety, every=every, regions=regions,
+                             power_iterations=power_iterations, seed=seed)
+        for group in self.param_groups:
+            group.update(safety=safety, every=every)
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    @property
+    def steps(self) -> int:
+        """Steps taken so far."""
+        return self.state[self._params()[0]].get("step", 0)
+
+    @property
+    def refresh_due(self) -> bool:
+        """Whether the next step refreshes the curvature (and so needs a closure)."""
+        return self.steps % self.defaults["every"] == 0
+
+    @property
+    def hvps(self) -> int:
+        """Hessian-vector products spent on the curvature so far."""
+        return sum(self.state[p].get("hvps", 0) for p in self._params())
+
+    def sharpness(self) -> list[list[float]]:
+        r""":math:`\lambda_r` of every region, per parameter tensor (in parameter order)."""
+        return self._per_region("sharpness")
+
+    def step_sizes(self) -> list[list[float]]:
+        r""":math:`\eta_r` of every region, per parameter tensor (in parameter order)."""
+        return self._per_region("lr")
+
+    def _per_region(self, key: str) -> list[list[float]]:
+        if self.steps == 0:
+            raise ValueError(f"LocalCFL has no {key} per region before its first step")
+        return [list(self.state[p][key]) for p in self._params()]
+
+    def _regions(self) -> list[Region]:
+        params, mode = self._params(), self.defaults["regions"]
+        if mode == "global":
+            return [[(p, None) for p in params]]
+        if mode == "channel":
+            return [[(p, c)] for p in params for c in (range(p.shape[0]) if p.ndim > 1 else [None])]
+        return [[(p, None)] for p in params]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One update of every parameter that has a gradient, after refreshing the curvature when due."""
+        loss = None
+        if self.refresh_due:
+            if closure is None:
+                raise ValueError(f"LocalCFL refreshes its curvature every {self.defaults['every']} steps "
+                                 f"and step {self.steps} is one: call step(closure) with closure() returning "
+                                 "the current batch's loss (with its graph, backward not called)")
+            with torch.enable_grad():
+                loss = closure()
+                self._refresh(loss)
+        super().step()
+        for p in self._params():
+            self.state[p]["step"] = self.state[p].get("step", 0) + 1
+        return loss
+
+    def _refresh(self, loss: torch.Tensor) -> None:
+        r"""New :math:`\lambda_r` and :math:`\eta_r` for every region from ``loss``'s Hessian."""
+        params = self._params()
+        grads = dict(zip(params, torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)))
+        if "eigvec" not in self.state[params[0]]:
+            gen = torch.Generator().manual_seed(self.defaults["seed"])
+            for p in params:
+                self.state[p]["eigvec"] = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+        group_of = {p: group for group in self.param_groups for p in group["params"]}
+        for region in self._regions():
+            lam = self._power_iteration(region, grads, group_of)
+            for p, c in region:
+                state, group = self.state[p], group_of[p]
+                n = p.shape[0] if c is not None else 1
+                state.setdefault("sharpness", [0.0] * n)
+                state.setdefault("lr", [group["lr"]] * n)
+                bound = group["safety"] * stable_step(lam, momentum=group["momentum"],
+                                                      nesterov=group["nesterov"])
+                state["sharpness"][c or 0] = lam
+                state["lr"][c or 0] = group["lr"] if group["lr"] <= bound else bound
+
+    def _power_iteration(self, region: Region, grads: dict, group_of: dict) -> float:
+        r"""Warm-started power iteration on :math:`H_{rr} + \text{wd}\,I`; its Rayleigh quotient in magnitude."""
+        pieces = [(p, c, self.state[p]["eigvec"] if c is None else self.state[p]["eigvec"][c])
+                  for p, c in region]
+        lam = 0.0
+        for _ in range(self.defaults["power_iterations"]):
+            norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
+            for _, _, v in pieces:
+                v.div_(norm)
+            dot = sum((grads[p] if c is None else grads[p][c]).mul(v).sum()
+                      for p, c, v in pieces if grads[p] is not None)
+            if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
+                return 0.0
+            hv = torch.autograd.grad(dot, [p for p, _, _ in pieces], retain_graph=True, allow_unused=True)
+            lam = 0.0
+            for (p, c, v), h in zip(pieces, hv):
+                h = torch.zeros_like(p) if h is None else h
+                h = (h if c is None else h[c]) + group_of[p]["weight_decay"] * v
+                lam += float((h * v).sum())
+                v.copy_(h)
+            self.state[region[0][0]]["hvps"] = self.state[region[0][0]].get("hvps", 0) + 1
+        norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
+        for _, _, v in pieces:
+            v.div_(norm if norm > 0 else 1.0)
+        return abs(lam)
+
+    def _apply(self, p: torch.Tensor, d_p: torch.Tensor, lr: float, k: int) -> None:
+        r"""The perturbed step of :class:`PerturbedSGD` with each region's :math:`\eta_r`."""
+        rates = self.state[p]["lr"]
+        if len(rates) == 1:
+            super()._apply(p, d_p, rates[0], k)
+        else:
+            for c, rate in enumerate(rates):
+                super()._apply(p[c], d_p[c], rate, k)

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from pdeeos import data, results
 from pdeeos.metrics import rel_l1
-from pdeeos.optim import PerturbedAdam, PerturbedSGD, check_k
+from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, check_k
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+OPTIMIZERS = ("sgd", "adam", "local-cfl", "global-cfl")
 
 
 def set_deterministic() -> None:
@@ -58,14 +59,18 @@ class TrainConfig:
     dtype: str = "float32"
     batch_seed: int = 0
     fluctuation_batches: int = 0
+    safety: float = 0.9
+    every: int = 10
+    power_iterations: int = 2
+    """LocalCFL's settings (``optimizer`` ``"local-cfl"``: a region per tensor; ``"global-cfl"``: one region)."""
 
     def __post_init__(self) -> None:
         if not self.ks:
             raise ValueError("ks must name at least one k")
         for k in self.ks:
             check_k(k)
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if not (self.lr >= 0):
@@ -82,6 +87,11 @@ class TrainConfig:
         """The perturbed optimizer of one copy."""
         if self.optimizer == "adam":
             return PerturbedAdam(model.parameters(), self.lr, k=k, weight_decay=self.weight_decay)
+        if self.optimizer in ("local-cfl", "global-cfl"):
+            return LocalCFL(model.parameters(), self.lr, k=k, momentum=self.momentum, nesterov=self.nesterov,
+                            weight_decay=self.weight_decay, safety=self.safety, every=self.every,
+                            power_iterations=self.power_iterations,
+                            regions="tensor" if self.optimizer == "local-cfl" else "global")
         return PerturbedSGD(model.parameters(), self.lr, k=k, momentum=self.momentum,
                             weight_decay=self.weight_decay, nesterov=self.nesterov)
 
@@ -162,8 +172,12 @@ class LockstepTrainer:
                 model.train()
                 opt.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(xb), yb)
-                loss.backward()
-                opt.step()
+                if isinstance(opt, LocalCFL) and opt.refresh_due:
+                    loss.backward(retain_graph=True)   # the refresh differentiates this batch's loss again
+                    opt.step(lambda loss=loss: loss)
+                else:
+                    loss.backward()
+                    opt.step()
                 losses[i] += loss.detach().double().cpu()
         return (losses / len(batches)).tolist()
 

@@ -1,0 +1,257 @@
+r"""Chapter 8: the paper's proposed remedy, local CFL step sizes (:class:`pdeeos.optim.LocalCFL`), measured.
+
+Each problem is trained by four methods, each as a pair of :math:`k = 1` / :math:`k = 3` twins in lockstep
+(the paper's last-bit perturbation), from the same initial weights:
+
+* ``sgd``: plain gradient descent at the base rate :math:`\eta` (:class:`pdeeos.optim.PerturbedSGD`);
+* ``local-cfl``: :class:`~pdeeos.optim.LocalCFL` with one region per parameter tensor;
+* ``global-cfl``: the same with all weights one region, i.e. one global step
+  :math:`\min(\eta, s\cdot 2/\lambda_{\max})` refreshed as often (the classical stable choice);
+* ``adam``: :class:`pdeeos.optim.PerturbedAdam` at the paper's App. C rate :math:`10^{-3}`.
+
+Every step records the loss of the :math:`k = 1` copy and the twins' RelL1 distance; every
+``sharpness_every`` steps the sharpness :math:`\lambda_{\max}` of the :math:`k = 1` copy (Lanczos) and the
+*effective* sharpness :math:`\lambda_{\max}(D^{1/2} H D^{1/2})` with :math:`D` the diagonal of the
+method's step sizes, whose value 2 is the stability edge of gradient descent with per-region steps
+(:math:`\eta\lambda_{\max}` for plain SGD; not defined for Adam). Capping every diagonal block
+:math:`\eta_r\lambda_r \le 2s` bounds the effective sharpness only when the blocks barely couple; the
+runs measure whether they do. The processor time of the training steps (sharpness probes excluded)
+and the Hessian-vector products of each method are recorded for the cost.
+
+Problems (full batch, float64): ``local-cfl-pde``, the one-layer CNN PDE of chapter 5 at the paper's
+restrained step sizes, with a stable gradient-descent run as the loss to reach; ``local-cfl-tanh``, the
+Fig. 8 tanh network of chapter 7 at :math:`\eta = 2/30`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pdeeos import cnnpde, sharpness
+from pdeeos import eos_networks as en
+from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
+from pdeeos.metrics import rel_l1
+from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD
+
+METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "adam")
+TWIN_K = 3
+"""The perturbed twin's :math:`k`; the reference copy has :math:`k = 1`."""
+
+
+def make_optimizer(method: str, params: Any, lr: float, cfg: dict[str, Any], k: int) -> torch.optim.Optimizer:
+    """The optimizer of ``method`` at base rate ``lr`` with the config's momentum, weight decay and
+    LocalCFL settings, perturbed by ``k``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if method == "adam":
+        return PerturbedAdam(params, cfg["adam_lr"], k=k, weight_decay=cfg["weight_decay"])
+    common = dict(k=k, momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
+    if method == "sgd":
+        return PerturbedSGD(params, lr, **common)
+    return LocalCFL(params, lr, safety=cfg["safety"], every=cfg["every"], power_iterations=cfg["power_iterations"],
+                    regions="tensor" if method == "local-cfl" else "global", **common)
+
+
+def step_size_vector(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.Tensor | None:
+    """The diagonal :math:`D` of the step sizes, one entry per weight (``None`` for Adam, and for
+    LocalCFL before its first step has set them)."""
+    if isinstance(opt, LocalCFL):
+        if opt.steps == 0:
+            return None
+        parts = [torch.tensor(rates, dtype=p.dtype).reshape(-1, *[1] * (p.ndim - 1)).expand_as(p).reshape(-1)
+                 if len(rates) > 1 else torch.full((p.numel(),), rates[0], dtype=p.dtype)
+                 for p, rates in zip(params, opt.step_sizes())]
+        return torch.cat(parts)
+    if isinstance(opt, PerturbedSGD):
+        return torch.full((sum(p.numel() for p in params),), opt.param_groups[0]["lr"], dtype=params[0].dtype)
+    return None
+
+
+def sharpness_pair(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
+                   steps: torch.Tensor | None, *, tol: float, max_iter: int) -> tuple[float, float]:
+    r""":math:`\lambda_{\max}(H)` and :math:`\lambda_{\max}(D^{1/2}HD^{1/2})` (``nan`` without ``steps``), by
+    Lanczos; when every step size is the same :math:`d`, the second is :math:`d\,\lambda_{\max}(H)`."""
+    lam = sharpness.top_eigenvalue(loss_fn, params, tol=tol, max_iter=max_iter)
+    if steps is None:
+        return lam, float("nan")
+    if bool((steps == steps[0]).all()):
+        return lam, float(steps[0]) * lam
+    scale = steps.sqrt()
+    matvec = lambda v: scale * sharpness.hvp(loss_fn, params, scale * v)  # noqa: E731
+    result = sharpness.lanczos(matvec, len(scale), tol=tol, max_iter=max_iter, dtype=params[0].dtype)
+    return lam, float(result.values[0])
+
+
+def _flat(model: nn.Module) -> torch.Tensor:
+    return nn.utils.parameters_to_vector(model.parameters()).detach()
+
+
+def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Module], torch.Tensor], method: str,
+                lr: float, cfg: dict[str, Any], *, steps: int, sharpness_every: int,
+                tick: Callable[[], None]) -> dict[str, np.ndarray]:
+    """Full-batch training of the :math:`k = 1` / :math:`k = 3` twins of ``method``; loss, RelL1, step
+    sizes, sharpness and cost per step (``tick`` after every tenth of the steps)."""
+    twins = [make_model() for _ in range(2)]
+    opts = [make_optimizer(method, m.parameters(), lr, cfg, k) for m, k in zip(twins, (1, TWIN_K))]
+    params = list(twins[0].parameters())
+    loss, rel, rates, probe_steps, lam, lam_eff = [], [], [], [], [], []
+    busy, marks = 0.0, set(np.linspace(0, steps, 11).astype(int)[1:])
+    for t in range(steps + 1):
+        with torch.no_grad():
+            loss.append(float(loss_of(twins[0])))
+            rel.append(rel_l1(_flat(twins[0]), _flat(twins[1])))
+        if sharpness_every and t % sharpness_every == 0 and np.isfinite(loss[-1]):
+            probe_steps.append(t)
+            pair = sharpness_pair(lambda: loss_of(twins[0]), params, step_size_vector(opts[0], params),
+                                  tol=cfg["lanczos_tol"], max_iter=cfg["lanczos_iter"])
+            lam.append(pair[0])
+            lam_eff.append(pair[1])
+        if t == steps or not np.isfinite(loss[-1]):
+            break
+        start = time.process_time()
+        for model, opt in zip(twins, opts):
+            opt.zero_grad(set_to_none=True)
+            loss_of(model).backward()
+            if isinstance(opt, LocalCFL):
+                opt.step(lambda model=model: loss_of(model))
+            else:
+                opt.step()
+        busy += time.process_time() - start
+        diag = step_size_vector(opts[0], params)
+        rates.append([np.nan] if diag is None else sorted({float(r) for r in diag}))
+        if t + 1 in marks:
+            tick()
+    width = max(len(r) for r in rates) if rates else 1
+    return {"loss": np.array(loss), "rel_l1": np.array(rel),
+            "step_sizes": np.array([r + [np.nan] * (width - len(r)) for r in rates]).reshape(len(rates), width),
+            "probe_steps": np.array(probe_steps, dtype=int), "sharpness": np.array(lam),
+            "effective_sharpness": np.array(lam_eff), "process_time_s": np.array(busy),
+            "hvps_per_step": np.array(getattr(opts[0], "hvps", 0) / max(len(rates), 1))}
+
+
+class Kernel(nn.Module):
+    """The one-layer CNN of chapter 5 as a module: its ``w x w`` kernel, the official initial one."""
+
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(cnnpde.official_kernel(w).clone())
+
+
+@dataclass(frozen=True)
+class CFLTask:
+    """One method at one base rate on one problem, with where its finished arrays are kept."""
+
+    problem: str
+    method: str
+    lr: float
+    config: dict
+    checkpoint: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}_lr{self.lr:.6g}"
+
+
+def problem(task: CFLTask) -> tuple[Callable[[], nn.Module], Callable[[nn.Module], torch.Tensor]]:
+    """The task's model factory and full-batch loss."""
+    cfg = task.config
+    if task.problem == "pde":
+        image = cnnpde.checkerboard(cfg["image"])
+        return (lambda: Kernel(cfg["kernel"])), (lambda m: cnnpde.loss(m.kernel, image, alpha=cfg["alpha"],
+                                                                         beta=cfg["beta"]))
+    x, y, _ = load_data(cfg["images"])
+    return ((lambda: en.TanhMLP(cfg["depth"], x[0].numel(), N_CLASSES, width=cfg["width"], seed=cfg["seed"])),
+            (lambda m: en.task_loss(m, x, y)))
+
+
+def run_task(task: CFLTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
+    """Train one task's twins (or read them back from its checkpoint)."""
+    if task.checkpoint.exists():
+        with np.load(task.checkpoint) as stored:
+            for _ in range(10):
+                tick()
+            return dict(stored)
+    torch.set_num_threads(1)
+    make_model, loss_of = problem(task)
+    out = train_twins(make_model, loss_of, task.method, task.lr, task.config, steps=task.config["steps"],
+                      sharpness_every=task.config["sharpness_every"], tick=tick)
+    np.savez(task.checkpoint, **out)
+    return out
+
+
+def steps_to_reach(loss: np.ndarray, target: float, rtol: float) -> int | None:
+    """The first step at which ``loss`` is within ``rtol`` (relative) above ``target`` or below it."""
+    hit = np.flatnonzero(np.asarray(loss) <= target * (1 + rtol))
+    return int(hit[0]) if hit.size else None
+
+
+def summarise(out: dict[str, np.ndarray], *, target: float | None, rtol: float, onset: float) -> dict[str, Any]:
+    """The numbers chapter 8 and the ledger read for one task."""
+    rel = out["rel_l1"]
+    above = np.flatnonzero(rel >= onset)
+    eff = out["effective_sharpness"]
+    return {"final_loss": float(out["loss"][-1]), "max_rel_l1": float(np.nanmax(rel)), "final_rel_l1": float(rel[-1]),
+            "first_step_rel_l1_at_onset": int(above[0]) if above.size else None,
+            "steps_to_target": None if target is None else steps_to_reach(out["loss"], target, rtol),
+            "max_sharpness": float(np.max(out["sharpness"])) if out["sharpness"].size else None,
+            "max_effective_sharpness": float(np.nanmax(eff)) if np.isfinite(eff).any() else None,
+            "process_time_s": float(out["process_time_s"]), "hvps_per_step": float(out["hvps_per_step"])}
+
+
+def run(ctx: RunContext) -> RunOutput:
+    """Every method at every base rate (and, for the PDE, the stable reference run) in worker processes."""
+    cfg = ctx.config
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [CFLTask(cfg["problem"], method, lr, cfg, ctx.checkpoint_dir / f"{method}_lr{lr:.6g}.npz")
+             for lr in cfg["lrs"] for method in METHODS]
+    if cfg.get("reference_lr") is not None:
+        tasks.append(CFLTask(cfg["problem"], "sgd", cfg["reference_lr"], cfg,
+                             ctx.checkpoint_dir / f"sgd_lr{cfg['reference_lr']:.6g}.npz"))
+    outs = dict(zip((t.key for t in tasks), ctx.map(run_task, tasks, units=10, desc=ctx.experiment)))
+    reference = outs.get(f"sgd_lr{cfg['reference_lr']:.6g}") if cfg.get("reference_lr") is not None else None
+    target = float(reference["loss"][-1]) if reference is not None else None
+    arrays = {f"{key}_{name}": value for key, out in outs.items() for name, value in out.items()}
+    summary = {"methods": list(METHODS), "lrs": cfg["lrs"], "twin_k": TWIN_K, "target_loss": target,
+               "target_rtol": cfg["target_rtol"], "onset_rel_l1": cfg["onset_rel_l1"],
+               "runs": {key: summarise(out, target=target, rtol=cfg["target_rtol"], onset=cfg["onset_rel_l1"])
+                        for key, out in outs.items()}}
+    for lr in cfg["lrs"]:
+        sgd_time = summary["runs"][f"sgd_lr{lr:.6g}"]["process_time_s"]
+        for method in METHODS:
+            run_summary = summary["runs"][f"{method}_lr{lr:.6g}"]
+            run_summary["time_vs_sgd"] = run_summary["process_time_s"] / sgd_time if sgd_time > 0 else None
+    return RunOutput(arrays=arrays, summary=summary)
+
+
+_COMMON = dict(momentum=0.0, nesterov=False, weight_decay=0.0, safety=0.9, every=10, power_iterations=2,
+               adam_lr=1e-3, lanczos_tol=1e-4, lanczos_iter=100, target_rtol=1e-9)
+_PDE = _COMMON | dict(problem="pde", alpha=20.0, beta=1.0, lrs=[0.05, 0.07, 0.09], reference_lr=0.03,
+                      onset_rel_l1=1e-10)
+_TANH = _COMMON | dict(problem="tanh", depth=2, width=200, seed=0, lrs=[ETA], reference_lr=None,
+                       onset_rel_l1=1e-10)
+
+EXPERIMENT = (
+    Experiment(
+        name="local-cfl-pde",
+        summary="LocalCFL vs SGD, global stable step and Adam on the one-layer CNN PDE at dt 0.05, 0.07, 0.09",
+        chapter="08-local-cfl",
+        configs={"ci": _PDE | dict(image=32, kernel=6, lrs=[0.07], steps=40, sharpness_every=20),
+                 "book": _PDE | dict(image=256, kernel=32, steps=1000, sharpness_every=50)},
+        func=run),
+    Experiment(
+        name="local-cfl-tanh",
+        summary="LocalCFL vs SGD, global stable step and Adam on the Fig. 8 tanh network at eta = 2/30",
+        chapter="08-local-cfl",
+        configs={"ci": _TANH | dict(images=64, width=16, steps=20, sharpness_every=10),
+                 "book": _TANH | dict(images=None, steps=400, sharpness_every=20)},
+        func=run),
+)

@@ -1,0 +1,194 @@
+"""LocalCFL: each region of the weights steps inside its own stability bound."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+import pytest
+import torch
+from torch import nn
+
+from pdeeos import experiments, sharpness
+from pdeeos.experiments import local_cfl
+from pdeeos.optim import LocalCFL, stable_step
+
+
+def _spd(n: int, top: float, seed: int) -> torch.Tensor:
+    """A symmetric positive definite n × n matrix with eigenvalues from top/10 to top."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q @ torch.diag(torch.linspace(top / 10, top, n, dtype=torch.float64)) @ q.T
+
+
+STIFF, SOFT = _spd(4, 100.0, 0), _spd(3, 10.0, 1)
+
+
+def _two_blocks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """½xᵀAx + ½yᵀBy + ⟨x, y[0]·1⟩/10: a stiff block, a soft block and a weak coupling."""
+    return 0.5 * x @ STIFF @ x + 0.5 * y @ SOFT @ y + 0.1 * x.sum() * y[0]
+
+
+def _run_two_blocks(make, steps: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.optim.Optimizer]:
+    x = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    y = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = make([x, y])
+    for _ in range(steps):
+        opt.zero_grad()
+        _two_blocks(x, y).backward()
+        opt.step(lambda: _two_blocks(x, y))
+    return x.detach(), y.detach(), opt
+
+
+def test_stiff_block_is_capped_soft_block_keeps_the_base_rate_and_the_run_converges():
+    lr = 0.05   # 0.05 × 100 = 5 > 2: plain gradient descent diverges along the stiff block
+    x, _, _ = _run_two_blocks(lambda p: torch.optim.SGD(p, lr=lr), steps=50)
+    assert x.norm() > 1e6
+    x, y, opt = _run_two_blocks(lambda p: LocalCFL(p, lr, safety=0.9, every=5, power_iterations=3))
+    assert float(_two_blocks(x, y)) < 1e-8
+    (lam_x,), (lam_y,) = opt.sharpness()
+    assert lam_x == pytest.approx(float(torch.linalg.eigvalsh(STIFF)[-1]), rel=1e-6)
+    assert lam_y == pytest.approx(float(torch.linalg.eigvalsh(SOFT)[-1]), rel=1e-6)
+    assert opt.step_sizes() == [[pytest.approx(0.9 * 2 / lam_x)], [lr]]
+    assert opt.hvps == 2 * 3 * 60
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_stable_step_is_the_edge_of_stability_of_torch_sgd_on_a_quadratic(momentum, nesterov):
+    lam = 10.0
+
+    def grows(factor: float) -> bool:
+        x = torch.ones(1, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.SGD([x], lr=factor * stable_step(lam, momentum=momentum, nesterov=nesterov),
+                              momentum=momentum, nesterov=nesterov)
+        for _ in range(3000):
+            opt.zero_grad()
+            (0.5 * lam * x ** 2).sum().backward()
+            opt.step()
+        return abs(float(x.detach())) > 1.0
+
+    assert not grows(0.99) and grows(1.01)
+    assert stable_step(-1.0) == float("inf")
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+
+
+def _batches(steps: int):
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(16, 1, 6, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen))
+            for _ in range(steps)]
+
+
+def _train(net: nn.Module, opt: torch.optim.Optimizer, batches) -> None:
+    for x, y in batches:
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step(lambda: nn.functional.cross_entropy(net(x), y))
+
+
+@pytest.mark.parametrize("regions", ["tensor", "channel", "global"])
+def test_uncapped_local_cfl_is_torch_sgd_bit_for_bit(regions):
+    settings = dict(momentum=0.9, nesterov=True, weight_decay=5e-4)
+    batches = _batches(12)
+    ref, net = _net(), _net()
+    _train(ref, torch.optim.SGD(ref.parameters(), lr=1e-3, **settings), batches)
+    opt = LocalCFL(net.parameters(), 1e-3, every=3, regions=regions, **settings)
+    _train(net, opt, batches)
+    assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), net.parameters()))
+    assert all(rate == 1e-3 for rates in opt.step_sizes() for rate in rates)
+    assert [len(r) for r in opt.sharpness()] == {"tensor": [1] * 4, "channel": [3, 1, 3, 1],
+                                                  "global": [1] * 4}[regions]
+
+
+def test_global_region_finds_the_sharpness_and_k_perturbs_the_last_bit():
+    net, (x, y) = _net(), _batches(1)[0]
+    opt = LocalCFL(net.parameters(), 10.0, every=1, regions="global", power_iterations=200)
+    opt.zero_grad()
+    nn.functional.cross_entropy(net(x), y).backward()
+    reference = copy.deepcopy(net)
+    lam = sharpness.top_eigenvalue(lambda: nn.functional.cross_entropy(reference(x), y),
+                                   list(reference.parameters()))
+    opt.step(lambda: nn.functional.cross_entropy(net(x), y))
+    assert opt.sharpness()[0][0] == pytest.approx(lam, rel=1e-3)
+    batches = _batches(10)
+    runs = {}
+    for k in (1, 2, 3):
+        net = _net()
+        _train(net, LocalCFL(net.parameters(), 0.5, every=2, k=k), batches)
+        runs[k] = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    assert torch.equal(runs[1], runs[2]) and not torch.equal(runs[1], runs[3])
+
+
+def test_resumes_bit_exactly_from_its_state_dict():
+    batches = _batches(14)
+    settings = dict(every=4, momentum=0.9, nesterov=True, weight_decay=5e-4, regions="channel")
+    whole = _net()
+    _train(whole, LocalCFL(whole.parameters(), 0.5, **settings), batches)
+    first = _net()
+    opt = LocalCFL(first.parameters(), 0.5, **settings)
+    _train(first, opt, batches[:7])
+    saved = copy.deepcopy((first.state_dict(), opt.state_dict()))
+    second = _net()
+    second.load_state_dict(saved[0])
+    resumed = LocalCFL(second.parameters(), 0.5, **settings)
+    resumed.load_state_dict(saved[1])
+    _train(second, resumed, batches[7:])
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), second.parameters()))
+    assert resumed.steps == 14 and resumed.hvps == 8 * 4 * 2   # 8 regions, refreshed at steps 0, 4, 8, 12
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(lr=0.0), "lr must be a finite number > 0"),
+    (dict(lr=0.1, safety=1.5), "safety must be in"),
+    (dict(lr=0.1, every=0), "every must be an integer >= 1"),
+    (dict(lr=0.1, power_iterations=2.0), "power_iterations must be an integer >= 1"),
+    (dict(lr=0.1, regions="layer"), "regions must be one of"),
+    (dict(lr=0.1, k=0), "k must be an integer >= 1"),
+])
+def test_bad_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LocalCFL(_net().parameters(), **kwargs)
+
+
+def test_a_refresh_without_a_closure_is_a_clear_error():
+    net, (x, y) = _net(), _batches(1)[0]
+    opt = LocalCFL(net.parameters(), 0.1, every=2)
+    nn.functional.cross_entropy(net(x), y).backward()
+    with pytest.raises(ValueError, match="step 0 is one: call step\\(closure\\)"):
+        opt.step()
+    opt.step(lambda: nn.functional.cross_entropy(net(x), y))
+    opt.step()   # step 1: no refresh due, no closure needed
+    with pytest.raises(ValueError, match="step 2 is one"):
+        opt.step()
+
+
+def test_pde_comparison_is_identical_on_one_and_two_workers_and_one_region_is_the_global_one(tmp_path):
+    runs = [experiments.run_experiment("local-cfl-pde", "ci", device="cpu", root=tmp_path / str(n),
+                                       show_progress=False, workers=n) for n in (1, 2)]
+    one, two = (r.arrays for r in runs)
+    assert one.keys() == two.keys()
+    for key in one:
+        if not key.endswith("process_time_s"):
+            assert np.array_equal(one[key], two[key], equal_nan=True), key
+    for name in ("loss", "rel_l1", "step_sizes"):   # the PDE has one weight tensor: one region either way
+        assert np.array_equal(one[f"local-cfl_lr0.07_{name}"], one[f"global-cfl_lr0.07_{name}"])
+    sgd = runs[0].summary["runs"]["sgd_lr0.07"]
+    assert sgd["steps_to_target"] is not None and sgd["hvps_per_step"] == 0
+    assert runs[0].summary["runs"]["local-cfl_lr0.07"]["hvps_per_step"] == pytest.approx(2 / 10)
+
+
+def test_effective_sharpness_is_the_top_eigenvalue_of_the_step_scaled_hessian():
+    net, (x, y) = _net(), _batches(1)[0]
+    params = list(net.parameters())
+    loss = lambda: nn.functional.cross_entropy(net(x), y)  # noqa: E731
+    hessian = sharpness.exact_hessian(loss, params).double()
+    steps = torch.rand(hessian.shape[0], generator=torch.Generator().manual_seed(2)) + 0.1
+    lam, lam_eff = local_cfl.sharpness_pair(loss, params, steps, tol=1e-8, max_iter=200)
+    scale = steps.double().sqrt()
+    exact = torch.linalg.eigvalsh(scale[:, None] * hessian * scale[None, :])[-1]
+    assert lam == pytest.approx(float(torch.linalg.eigvalsh(hessian)[-1]), rel=1e-4)
+    assert lam_eff == pytest.approx(float(exact), rel=1e-4)
