@@ -51,7 +51,8 @@ def test_stiff_block_is_capped_soft_block_keeps_the_base_rate_and_the_run_conver
     assert lam_x == pytest.approx(float(torch.linalg.eigvalsh(STIFF)[-1]), rel=1e-6)
     assert lam_y == pytest.approx(float(torch.linalg.eigvalsh(SOFT)[-1]), rel=1e-6)
     assert opt.step_sizes() == [[pytest.approx(0.9 * 2 / lam_x)], [lr]]
-    assert opt.hvps == 2 * 3 * 60
+    later = 2 * 3 * 59   # two regions, three warm-started iterations at each later refresh
+    assert later + 2 * 3 <= opt.hvps <= later + 2 * 100   # the first refresh iterates until it settles
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
@@ -127,7 +128,8 @@ def test_resumes_bit_exactly_from_its_state_dict():
     batches = _batches(14)
     settings = dict(every=4, momentum=0.9, nesterov=True, weight_decay=5e-4, regions="channel")
     whole = _net()
-    _train(whole, LocalCFL(whole.parameters(), 0.5, **settings), batches)
+    uninterrupted = LocalCFL(whole.parameters(), 0.5, **settings)
+    _train(whole, uninterrupted, batches)
     first = _net()
     opt = LocalCFL(first.parameters(), 0.5, **settings)
     _train(first, opt, batches[:7])
@@ -138,7 +140,8 @@ def test_resumes_bit_exactly_from_its_state_dict():
     resumed.load_state_dict(saved[1])
     _train(second, resumed, batches[7:])
     assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), second.parameters()))
-    assert resumed.steps == 14 and resumed.hvps == 8 * 4 * 2   # 8 regions, refreshed at steps 0, 4, 8, 12
+    assert resumed.steps == 14 and resumed.hvps == uninterrupted.hvps
+    assert resumed.step_sizes() == uninterrupted.step_sizes()
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -178,7 +181,7 @@ def test_pde_comparison_is_identical_on_one_and_two_workers_and_one_region_is_th
         assert np.array_equal(one[f"local-cfl_lr0.07_{name}"], one[f"global-cfl_lr0.07_{name}"])
     sgd = runs[0].summary["runs"]["sgd_lr0.07"]
     assert sgd["steps_to_target"] is not None and sgd["hvps_per_step"] == 0
-    assert runs[0].summary["runs"]["local-cfl_lr0.07"]["hvps_per_step"] == pytest.approx(2 / 10)
+    assert 2 / 10 <= runs[0].summary["runs"]["local-cfl_lr0.07"]["hvps_per_step"] < 2 / 10 + 100 / 40
 
 
 def test_effective_sharpness_is_the_top_eigenvalue_of_the_step_scaled_hessian():

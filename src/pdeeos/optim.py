@@ -138,6 +138,12 @@ def stable_step(sharpness: float, *, momentum: float = 0.0, nesterov: bool = Fal
     return factor / sharpness
 
 
+FIRST_REFRESH_RTOL = 1e-3
+FIRST_REFRESH_ITERATIONS = 100
+"""The first refresh of :class:`LocalCFL` starts from random vectors, which two power iterations leave far
+below the top eigenvalue (a fifth of it on the first layer of the tanh network of chapter 7); it iterates
+until the Rayleigh quotient settles to this relative change, at most this many times."""
+
 Region = list[tuple[torch.Tensor, int | None]]
 """Pieces of weights, each a parameter tensor and an output channel (``None``: the whole tensor)."""
 
@@ -244,13 +250,14 @@ class LocalCFL(PerturbedSGD):
         r"""New :math:`\lambda_r` and :math:`\eta_r` for every region from ``loss``'s Hessian."""
         params = self._params()
         grads = dict(zip(params, torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)))
-        if "eigvec" not in self.state[params[0]]:
+        first = "eigvec" not in self.state[params[0]]
+        if first:
             gen = torch.Generator().manual_seed(self.defaults["seed"])
             for p in params:
                 self.state[p]["eigvec"] = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
         group_of = {p: group for group in self.param_groups for p in group["params"]}
         for region in self._regions():
-            lam = self._power_iteration(region, grads, group_of)
+            lam = self._power_iteration(region, grads, group_of, converge=first)
             for p, c in region:
                 state, group = self.state[p], group_of[p]
                 n = p.shape[0] if c is not None else 1
@@ -261,12 +268,20 @@ class LocalCFL(PerturbedSGD):
                 state["sharpness"][c or 0] = lam
                 state["lr"][c or 0] = group["lr"] if group["lr"] <= bound else bound
 
-    def _power_iteration(self, region: Region, grads: dict, group_of: dict) -> float:
-        r"""Warm-started power iteration on :math:`H_{rr} + \text{wd}\,I`; its Rayleigh quotient in magnitude."""
+    def _power_iteration(self, region: Region, grads: dict, group_of: dict, *, converge: bool) -> float:
+        r"""Power iteration on :math:`H_{rr} + \text{wd}\,I`, its Rayleigh quotient in magnitude:
+        ``power_iterations`` steps warm-started from the last refresh's vector, or, from the random start
+        of the first refresh (``converge``), at least as many and then until the quotient changes by less
+        than :data:`FIRST_REFRESH_RTOL` (at most :data:`FIRST_REFRESH_ITERATIONS` steps, or
+        ``power_iterations`` if more)."""
         pieces = [(p, c, self.state[p]["eigvec"] if c is None else self.state[p]["eigvec"][c])
                   for p, c in region]
-        lam = 0.0
-        for _ in range(self.defaults["power_iterations"]):
+        lam = previous = 0.0
+        least = self.defaults["power_iterations"]
+        for i in range(max(FIRST_REFRESH_ITERATIONS, least) if converge else least):
+            if converge and i >= max(least, 2) and abs(lam - previous) <= FIRST_REFRESH_RTOL * abs(lam):
+                break
+            previous = lam
             norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
             for _, _, v in pieces:
                 v.div_(norm)

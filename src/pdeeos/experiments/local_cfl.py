@@ -76,6 +76,16 @@ def step_size_vector(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> 
     return None
 
 
+def region_rates(opt: torch.optim.Optimizer) -> tuple[list[float], list[float]]:
+    r"""The step size :math:`\eta_r` and sharpness :math:`\lambda_r` of every region in parameter order
+    (SGD: one region at its rate, sharpness not measured; Adam: neither)."""
+    if isinstance(opt, LocalCFL):
+        return ([r for rates in opt.step_sizes() for r in rates],
+                [lam for lams in opt.sharpness() for lam in lams])
+    rate = opt.param_groups[0]["lr"] if isinstance(opt, PerturbedSGD) else np.nan
+    return [rate], [np.nan]
+
+
 def sharpness_pair(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
                    steps: torch.Tensor | None, *, tol: float, max_iter: int) -> tuple[float, float]:
     r""":math:`\lambda_{\max}(H)` and :math:`\lambda_{\max}(D^{1/2}HD^{1/2})` (``nan`` without ``steps``), by
@@ -126,13 +136,12 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
             else:
                 opt.step()
         busy += time.process_time() - start
-        diag = step_size_vector(opts[0], params)
-        rates.append([np.nan] if diag is None else sorted({float(r) for r in diag}))
+        rates.append(region_rates(opts[0]))
         if t + 1 in marks:
             tick()
-    width = max(len(r) for r in rates) if rates else 1
     return {"loss": np.array(loss), "rel_l1": np.array(rel),
-            "step_sizes": np.array([r + [np.nan] * (width - len(r)) for r in rates]).reshape(len(rates), width),
+            "step_sizes": np.array([r[0] for r in rates]).reshape(len(rates), -1),
+            "region_sharpness": np.array([r[1] for r in rates]).reshape(len(rates), -1),
             "probe_steps": np.array(probe_steps, dtype=int), "sharpness": np.array(lam),
             "effective_sharpness": np.array(lam_eff), "process_time_s": np.array(busy),
             "hvps_per_step": np.array(getattr(opts[0], "hvps", 0) / max(len(rates), 1))}
