@@ -173,3 +173,16 @@ def test_uncapped_local_cfl_trains_like_sgd_and_global_cfl_caps_a_large_rate() -
     capped.run_epoch()
     (rate,), = {tuple(r) for r in capped.optimizers[0].step_sizes()}
     assert 0 < rate < 50.0
+
+
+def test_lr_threshold_persistent_rel_l1_ignores_a_one_epoch_spike() -> None:
+    from pdeeos.experiments import lr_threshold
+
+    quiet = np.full(40, 1e-6)
+    quiet[20] = 5e-5   # one weight passing near zero for an epoch
+    assert lr_threshold.persistent(quiet) == 1e-6 < lr_threshold.AMPLIFIED < quiet.max()
+    grown = np.geomspace(1e-7, 1e-2, 40)
+    assert lr_threshold.persistent(grown) == pytest.approx(np.median(grown[-4:]))
+    assert lr_threshold.persistent(np.array([3e-6, np.nan])) == 3e-6
+    with pytest.raises(ValueError, match="no finite RelL1"):
+        lr_threshold.persistent(np.array([np.nan]))

@@ -34,6 +34,10 @@ PERIODIC, CHAOTIC = PALETTE[2], RESTRAINED
 """Colours of the two kinds of restrained run (chapter 5): periodic ones absorb rounding errors, chaotic
 ones amplify them (drawn in the restrained colour)."""
 
+METHOD_COLORS: dict[str, str] = {"sgd": PALETTE[1], "local-cfl": PALETTE[0], "global-cfl": PALETTE[2],
+                                 "adam": PALETTE[3], "reference": REFERENCE_COLOR}
+"""Colours of the optimizers compared in chapter 8 (and of its stable reference run)."""
+
 RC: dict[str, Any] = {
     "figure.dpi": 100,
     "savefig.dpi": 150,

@@ -229,7 +229,9 @@ def run(ctx: RunContext) -> RunOutput:
     reference = outs.get(f"sgd_lr{cfg['reference_lr']:.6g}") if cfg.get("reference_lr") is not None else None
     target = float(reference["loss"][-1]) if reference is not None else None
     arrays = {f"{key}_{name}": value for key, out in outs.items() for name, value in out.items()}
+    regions = [name for name, _ in problem(tasks[0])[0]().named_parameters()]
     summary = {"methods": list(METHODS), "lrs": cfg["lrs"], "twin_k": TWIN_K, "target_loss": target,
+               "regions": regions,
                "target_rtol": cfg["target_rtol"], "onset_rel_l1": cfg["onset_rel_l1"],
                "runs": {key: summarise(out, target=target, rtol=cfg["target_rtol"], onset=cfg["onset_rel_l1"])
                         for key, out in outs.items()}}
