@@ -195,3 +195,11 @@ def test_effective_sharpness_is_the_top_eigenvalue_of_the_step_scaled_hessian():
     exact = torch.linalg.eigvalsh(scale[:, None] * hessian * scale[None, :])[-1]
     assert lam == pytest.approx(float(torch.linalg.eigvalsh(hessian)[-1]), rel=1e-4)
     assert lam_eff == pytest.approx(float(exact), rel=1e-4)
+
+
+def test_steps_to_target_counts_only_a_loss_that_stays():
+    target = 1.0
+    assert local_cfl.steps_to_reach(np.array([3.0, 2.0, 1.0, 1.0]), target, 1e-9) == 2
+    assert local_cfl.steps_to_reach(np.array([3.0, 0.9, 2.0, 1.5]), target, 1e-9) is None   # passed through
+    assert local_cfl.steps_to_reach(np.array([0.5, 1.0]), target, 1e-9) == 0
+    assert local_cfl.steps_to_reach(np.array([2.0, np.nan]), target, 1e-9) is None

@@ -63,9 +63,10 @@ def train_config(cfg: dict[str, Any], seed: int, *, fluctuation: bool = True) ->
     where ``fluctuation``)."""
     keys = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "epochs",
             "gamma", "augment", "dtype")
+    optional = ("safety", "every", "power_iterations")   # LocalCFL's settings, where the config has them
     return TrainConfig(ks=tuple(cfg["ks"]), milestones=tuple(cfg["milestones"]), batch_seed=seed,
                        fluctuation_batches=cfg["fluctuation_batches"] if fluctuation else 0,
-                       **{k: cfg[k] for k in keys})
+                       **{k: cfg[k] for k in keys}, **{k: cfg[k] for k in optional if k in cfg})
 
 
 def load_splits(cfg: dict[str, Any], device: torch.device) -> tuple[Split, Split, str]:
@@ -135,7 +136,8 @@ def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
 
     trainer.train(checkpoint=task.checkpoint, progress=ticking)
     return {**trainer.history.arrays(), "predictions": trainer.predictions().numpy(),
-            "final_weights": torch.stack(trainer.flat_weights()).double().cpu().numpy()}
+            "final_weights": torch.stack(trainer.flat_weights()).double().cpu().numpy(),
+            "hvps": np.array(getattr(trainer.optimizers[0], "hvps", 0))}
 
 
 def rel_l1_between_seeds(weights: list[np.ndarray], copy: int = 0) -> float:
