@@ -91,7 +91,7 @@ def _train(net: nn.Module, opt: torch.optim.Optimizer, batches) -> None:
         opt.step(lambda: nn.functional.cross_entropy(net(x), y))
 
 
-@pytest.mark.parametrize("regions", ["tensor", "channel", "global"])
+@pytest.mark.parametrize("regions", ["tensor", "channel", "tiles", "global"])
 def test_uncapped_local_cfl_is_torch_sgd_bit_for_bit(regions):
     settings = dict(momentum=0.9, nesterov=True, weight_decay=5e-4)
     batches = _batches(12)
@@ -101,7 +101,7 @@ def test_uncapped_local_cfl_is_torch_sgd_bit_for_bit(regions):
     _train(net, opt, batches)
     assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), net.parameters()))
     assert all(rate == 1e-3 for rates in opt.step_sizes() for rate in rates)
-    assert [len(r) for r in opt.sharpness()] == {"tensor": [1] * 4, "channel": [3, 1, 3, 1],
+    assert [len(r) for r in opt.sharpness()] == {"tensor": [1] * 4, "channel": [3, 1, 3, 1], "tiles": [1, 1, 6, 1],
                                                   "global": [1] * 4}[regions]
 
 
@@ -169,7 +169,7 @@ def test_a_refresh_without_a_closure_is_a_clear_error():
         opt.step()
 
 
-def test_pde_comparison_is_identical_on_one_and_two_workers_and_one_region_is_the_global_one(tmp_path):
+def test_pde_comparison_is_identical_on_one_and_two_workers_with_tiles_as_regions(tmp_path):
     runs = [experiments.run_experiment("local-cfl-pde", "ci", device="cpu", root=tmp_path / str(n),
                                        show_progress=False, workers=n) for n in (1, 2)]
     one, two = (r.arrays for r in runs)
@@ -177,11 +177,14 @@ def test_pde_comparison_is_identical_on_one_and_two_workers_and_one_region_is_th
     for key in one:
         if not key.endswith("process_time_s"):
             assert np.array_equal(one[key], two[key], equal_nan=True), key
-    for name in ("loss", "rel_l1", "step_sizes"):   # the PDE has one weight tensor: one region either way
-        assert np.array_equal(one[f"local-cfl_lr0.07_{name}"], one[f"global-cfl_lr0.07_{name}"])
-    sgd = runs[0].summary["runs"]["sgd_lr0.07"]
+    summary = runs[0].summary
+    assert summary["regions"] == [f"kernel[{i}:{i + 3}, {j}:{j + 3}]" for i in (0, 3) for j in (0, 3)]
+    assert one["local-cfl_lr0.07_step_sizes"].shape == (40, 4) and one["global-cfl_lr0.07_step_sizes"].shape == (40, 1)
+    sgd = summary["runs"]["sgd_lr0.07"]
     assert sgd["steps_to_target"] is not None and sgd["hvps_per_step"] == 0
-    assert 2 / 10 <= runs[0].summary["runs"]["local-cfl_lr0.07"]["hvps_per_step"] < 2 / 10 + 100 / 40
+    assert summary["target_loss"] == one["sgd_lr0.03_loss"][-1]
+    assert 4 * 2 / 10 <= summary["runs"]["local-cfl_lr0.07"]["hvps_per_step"] < 4 * (2 / 10 + 100 / 40)
+    assert set(summary["runs"]) == {"sgd_lr0.07", "local-cfl_lr0.07", "global-cfl_lr0.07", "adam_lr0.01", "sgd_lr0.03"}
 
 
 def test_effective_sharpness_is_the_top_eigenvalue_of_the_step_scaled_hessian():
@@ -203,3 +206,82 @@ def test_steps_to_target_counts_only_a_loss_that_stays():
     assert local_cfl.steps_to_reach(np.array([3.0, 0.9, 2.0, 1.5]), target, 1e-9) is None   # passed through
     assert local_cfl.steps_to_reach(np.array([0.5, 1.0]), target, 1e-9) == 0
     assert local_cfl.steps_to_reach(np.array([2.0, np.nan]), target, 1e-9) is None
+
+
+def _quadratic_opt(matrix: torch.Tensor, make, steps: int = 400) -> tuple[torch.Tensor, torch.optim.Optimizer]:
+    x = torch.ones(matrix.shape[0], dtype=torch.float64, requires_grad=True)
+    opt = make([x])
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * x @ matrix @ x).backward()
+        opt.step(lambda: 0.5 * x @ matrix @ x)
+    return x.detach(), opt
+
+
+def test_nesterov_needs_the_momentum_bound_and_local_cfl_applies_it():
+    lam = 10.0
+    matrix = torch.diag(torch.tensor([lam, 1.0], dtype=torch.float64))
+    naive = 0.9 * 2 / lam   # a 2/lambda cap: 1.8 > 2(1 + mu)/(1 + 2 mu) = 1.357 for mu = 0.9
+    x, _ = _quadratic_opt(matrix, lambda p: torch.optim.SGD(p, lr=naive, momentum=0.9, nesterov=True))
+    assert x.norm() > 1e3
+    x, opt = _quadratic_opt(matrix, lambda p: LocalCFL(p, 1.0, momentum=0.9, nesterov=True, every=5))
+    assert x.norm() < 1e-6
+    assert opt.step_sizes()[0][0] == pytest.approx(0.9 * stable_step(lam, momentum=0.9, nesterov=True))
+
+
+def test_weight_decay_counts_in_the_block_curvature():
+    matrix = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+    _, opt = _quadratic_opt(matrix, lambda p: LocalCFL(p, 1.0, weight_decay=0.5, every=5, power_iterations=50), steps=5)
+    assert opt.sharpness()[0][0] == pytest.approx(4.5, rel=1e-6)
+
+
+def test_an_indefinite_block_is_capped_by_its_spectral_radius():
+    """Eigenvalues +5 and -5: the Rayleigh quotient of an equal mixture is 0, the norm estimate is 5."""
+    matrix = torch.diag(torch.tensor([5.0, -5.0], dtype=torch.float64))
+    _, opt = _quadratic_opt(matrix, lambda p: LocalCFL(p, 1.0, every=1, power_iterations=1), steps=1)
+    assert opt.sharpness()[0][0] == pytest.approx(5.0)
+    assert opt.step_sizes()[0][0] == pytest.approx(0.9 * 2 / 5.0)
+
+
+def test_a_learning_rate_schedule_acts_at_once_and_uncapped_runs_stay_torch_sgd():
+    batches = _batches(12)
+    ref, net = _net(), _net()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
+    opt = LocalCFL(net.parameters(), 1e-3, momentum=0.9, every=5)
+    schedules = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (ref_opt, opt)]
+    for model, optimizer, schedule in ((ref, ref_opt, schedules[0]), (net, opt, schedules[1])):
+        for x, y in batches:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step(lambda model=model, x=x, y=y: nn.functional.cross_entropy(model(x), y))
+            schedule.step()
+    assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), net.parameters()))
+    assert opt.step_sizes()[0][0] == 1e-3 * 0.5 ** 4
+
+
+@pytest.mark.parametrize("regions,tile", [("channel", 8), ("tiles", 2)])
+def test_channel_and_tile_regions_find_their_exact_block_eigenvalues(regions, tile):
+    net, (x, y) = _net(), _batches(1)[0]
+    for p in list(net.parameters())[1:]:
+        p.requires_grad_(False)   # the regions of the kernel only
+    kernel = next(net.parameters())   # (3, 1, 3, 3)
+    opt = LocalCFL([kernel], 1.0, every=1, regions=regions, tile=tile, power_iterations=1000)
+    loss = lambda: nn.functional.cross_entropy(net(x), y)  # noqa: E731
+    hessian = sharpness.exact_hessian(loss, [kernel]).double()
+    loss().backward()
+    opt.step(loss)
+    numbers = torch.arange(kernel.numel()).reshape(kernel.shape)
+    regions_found = opt._regions_of(kernel)
+    assert len(regions_found) == {"channel": 3, "tiles": 4}[regions]
+    for (_, index), rho in zip(regions_found, opt.sharpness()[0]):
+        idx = numbers[index].reshape(-1)
+        block = hessian[idx][:, idx]
+        assert rho == pytest.approx(float(torch.linalg.eigvalsh(block).abs().max()), rel=2e-3)
+
+
+def test_a_state_dict_of_other_settings_is_refused():
+    net = _net()
+    opt = LocalCFL(net.parameters(), 0.1, every=2)
+    _train(net, opt, _batches(2))
+    with pytest.raises(ValueError, match="other settings: {'every': 2}"):
+        LocalCFL(_net().parameters(), 0.1, every=3).load_state_dict(opt.state_dict())

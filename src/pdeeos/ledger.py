@@ -509,6 +509,66 @@ def _layers(runs: Runs) -> tuple[str, str]:
     return ours, "reproduced" if max(onsets) - min(onsets) >= 2 else "not reproduced"
 
 
+LOCAL_CFL_PDE_RULE = ("at every restrained step size of local-cfl-pde: reproduced (the remedy works) if LocalCFL's "
+                      "twins stay below a RelL1 of 1e-10 and its loss settles at the stable run's final loss no later "
+                      "than the stable run does; partly if the twins stay at rounding level but it settles later or "
+                      "not at all; not reproduced if its twins separate")
+
+
+def _local_cfl_pde(runs: Runs) -> tuple[str, str]:
+    run = runs["local-cfl-pde"]
+    s, onset = run.summary, run.summary["onset_rel_l1"]
+    reference = s["runs"][f"sgd_lr{run.config['reference_lr']:.6g}"]["steps_to_target"]
+    mine = [s["runs"][f"local-cfl_lr{lr:.6g}"] for lr in s["lrs"]]
+    sgd = [s["runs"][f"sgd_lr{lr:.6g}"] for lr in s["lrs"]]
+    times = [m["time_vs_sgd"] for m in mine]
+    steps = [m["steps_to_target"] for m in mine]
+    ours = (f"Δt {', '.join(f'{lr:g}' for lr in s['lrs'])}: LocalCFL twins ≤ {max(m['max_rel_l1'] for m in mine):.1g}, "
+            f"loss settled after {', '.join(str(n) for n in steps)} iterations (stable run at Δt = "
+            f"{run.config['reference_lr']:g}: {reference}); SGD twins up to {min(m['max_rel_l1'] for m in sgd):.2g}"
+            f"–{max(m['max_rel_l1'] for m in sgd):.2g}; LocalCFL time {min(times):.2f}–{max(times):.2f}× SGD")
+    if any(m["max_rel_l1"] >= onset for m in mine):
+        return ours, "not reproduced"
+    fast = reference is not None and all(n is not None and n <= reference for n in steps)
+    return ours, "reproduced" if fast else "partly"
+
+
+LOCAL_CFL_TANH_RULE = ("on the tanh network at η = 2/30: reproduced if LocalCFL's twins stay below a RelL1 of 1e-10 "
+                       "and its final loss is at most the global stable step's; partly if only one of the two holds; "
+                       "not reproduced if neither")
+
+
+def _local_cfl_tanh(runs: Runs) -> tuple[str, str]:
+    s = runs["local-cfl-tanh"].summary
+    lr = s["lrs"][0]
+    mine, glob, sgd = (s["runs"][f"{m}_lr{lr:.6g}"] for m in ("local-cfl", "global-cfl", "sgd"))
+    quiet = mine["max_rel_l1"] < s["onset_rel_l1"]
+    fast = mine["final_loss"] <= glob["final_loss"]
+    ours = (f"LocalCFL: twins ≤ {mine['max_rel_l1']:.2g}, loss {mine['final_loss']:.4g}, effective sharpness ≤ "
+            f"{mine['max_effective_sharpness']:.3g}, time {mine['time_vs_sgd']:.2f}× SGD; global step: twins ≤ "
+            f"{glob['max_rel_l1']:.2g}, loss {glob['final_loss']:.4g}; SGD: twins ≤ {sgd['max_rel_l1']:.2g}, "
+            f"loss {sgd['final_loss']:.4g}")
+    return ours, {2: "reproduced", 1: "partly", 0: "not reproduced"}[quiet + fast]
+
+
+LOCAL_CFL_RESNET_RULE = ("on the Swish ResNet: reproduced if LocalCFL's churn over k is at most a tenth of SGD's "
+                         "(upper 95 % bound), its mean accuracy within 1 point of SGD's and its processor time at "
+                         "most 1.5× SGD's; partly if the churn goal is met and another is missed; not reproduced "
+                         "if the churn goal is missed")
+
+
+def _local_cfl_resnet(runs: Runs) -> tuple[str, str]:
+    s = runs["local-cfl-resnet"].summary["runs"]
+    mine, sgd = s["swish_local-cfl"], s["swish_sgd"]
+    ours = (f"Swish: churn over k {mine['churn_over_k']:.2f} % (95 % CI {mine['churn_over_k_ci'][0]:.2f}–"
+            f"{mine['churn_over_k_ci'][1]:.2f}) against SGD's {sgd['churn_over_k']:.2f} %; accuracy "
+            f"{mine['mean_acc']:.1f} % against {sgd['mean_acc']:.1f} %; time {mine['time_vs_sgd']:.2f}× SGD")
+    if mine["churn_over_k_ci"][1] > 0.1 * sgd["churn_over_k"]:
+        return ours, "not reproduced"
+    costs_ok = abs(mine["mean_acc"] - sgd["mean_acc"]) <= 1.0 and mine["time_vs_sgd"] <= 1.5
+    return ours, "reproduced" if costs_ok else "partly"
+
+
 # ----------------------------------------------------------------------------- the claims
 
 SUN = "Sun et al."
@@ -608,6 +668,17 @@ CLAIMS: tuple[Claim, ...] = (
           ("eos-networks",), _appe),
     Claim("Zhu et al. Thm", "Zhu et al.", "GD on ¼(1 − x²y²)² converges with sharpness just below 2/η from many starts",
           "just below 2/η", "07-edge-of-stability", "Sharpness concentration", ("eos-minimalist",), _zhu),
+    Claim("Local CFL: PDE", BOOK, "the paper's proposed remedy (§1, §7), built: per-region stable step sizes keep "
+          "the restrained one-layer PDE's twins at rounding level and reach the stable run's loss",
+          "— (proposed, not measured)", "08-local-cfl", "The one-layer CNN PDE at the restrained step sizes",
+          ("local-cfl-pde",), _local_cfl_pde, LOCAL_CFL_PDE_RULE),
+    Claim("Local CFL: tanh", BOOK, "per-tensor stable step sizes keep the twins of a network at the Edge of "
+          "Stability at rounding level, with a loss falling at least as fast as under one global stable step",
+          "— (proposed, not measured)", "08-local-cfl", "The tanh network at the Edge of Stability",
+          ("local-cfl-tanh",), _local_cfl_tanh, LOCAL_CFL_TANH_RULE),
+    Claim("Local CFL: ResNets", BOOK, "per-tensor stable step sizes cut the Swish ResNet's prediction churn over k "
+          "tenfold at SGD's accuracy and at most 1.5× its cost", "— (proposed, not measured)", "08-local-cfl",
+          "The ResNets of chapter 6", ("local-cfl-resnet",), _local_cfl_resnet, LOCAL_CFL_RESNET_RULE),
 )
 
 

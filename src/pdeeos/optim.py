@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -120,17 +121,19 @@ class PerturbedAdam(torch.optim.Optimizer):
         return loss
 
 
-REGIONS = ("tensor", "channel", "global")
-"""How :class:`LocalCFL` cuts the weights into regions: each parameter tensor, each output channel
-of a tensor with two or more dimensions (other tensors whole), or all weights as one region."""
+REGIONS = ("tensor", "channel", "tiles", "global")
+"""How :class:`LocalCFL` cuts the weights into regions: each parameter tensor; each output channel of a
+tensor with two or more dimensions; ``tile`` × ``tile`` tiles of the last two dimensions of such a tensor
+(spatial regions of a convolution kernel); or all weights as one region. Tensors of fewer dimensions are
+one region each in the channel and tile modes."""
 
 
 def stable_step(sharpness: float, *, momentum: float = 0.0, nesterov: bool = False) -> float:
     r"""The largest step size that keeps the quadratic :math:`\tfrac\lambda2 x^2` stable, for
     :math:`\lambda` = ``sharpness``: :math:`2/\lambda` for gradient descent,
     :math:`2(1+\mu)/\lambda` for heavy-ball momentum :math:`\mu`, and
-    :math:`2(1+\mu)/((1+2\mu)\lambda)` for Nesterov momentum (the Jury bound of chapter 4); no bound
-    (``inf``) when :math:`\lambda \le 0`."""
+    :math:`2(1+\mu)/((1+2\mu)\lambda)` for Nesterov momentum (the Jury bound of chapter 4), all with
+    :class:`torch.optim.SGD`'s conventions and no dampening; no bound (``inf``) when :math:`\lambda \le 0`."""
     _check_nonnegative(momentum=momentum)
     if sharpness <= 0:
         return math.inf
@@ -138,14 +141,23 @@ def stable_step(sharpness: float, *, momentum: float = 0.0, nesterov: bool = Fal
     return factor / sharpness
 
 
+Index = int | tuple[slice, ...] | None
+"""Where a region lies in a parameter tensor: the whole tensor (``None``), an output channel, or a tile."""
+Region = list[tuple[torch.Tensor, Index]]
+"""Pieces of weights, each a parameter tensor and where in it."""
+
 FIRST_REFRESH_RTOL = 1e-3
 FIRST_REFRESH_ITERATIONS = 100
 """The first refresh of :class:`LocalCFL` starts from random vectors, which two power iterations leave far
 below the top eigenvalue (a fifth of it on the first layer of the tanh network of chapter 7); it iterates
-until the Rayleigh quotient settles to this relative change, at most this many times."""
+until the estimate settles to this relative change, at most this many times."""
 
-Region = list[tuple[torch.Tensor, int | None]]
-"""Pieces of weights, each a parameter tensor and an output channel (``None``: the whole tensor)."""
+SETTINGS = ("safety", "every", "regions", "tile", "power_iterations", "seed")
+"""LocalCFL's own settings, kept in every parameter group (so in the state dict, and checked on loading)."""
+
+
+def _piece(t: torch.Tensor, index: Index) -> torch.Tensor:
+    return t if index is None else t[index]
 
 
 class LocalCFL(PerturbedSGD):
@@ -153,45 +165,65 @@ class LocalCFL(PerturbedSGD):
 
     Region :math:`r` (see :data:`REGIONS`) steps with
 
-    .. math:: \eta_r = \min\bigl(\eta,\ s\,\eta^\ast(\lambda_r)\bigr),
+    .. math:: \eta_r = \min\bigl(\eta,\ b_r\bigr), \qquad b_r = s\,\eta^\ast(\rho_r),
 
-    :math:`\eta` = ``lr``, :math:`s` = ``safety``, :math:`\eta^\ast` the stable step of
-    :func:`stable_step` (:math:`2/\lambda_r` without momentum; the momentum-aware bound otherwise,
-    since :math:`2/\lambda_r` would let Nesterov with :math:`\mu = 0.9` run at 1.47 times its bound), and
-    :math:`\lambda_r` the largest eigenvalue in magnitude of the region's diagonal Hessian block
-    :math:`H_{rr} + \text{wd}\,I` (a bound on its largest positive eigenvalue, so the cap is safe
-    whatever the sign). :math:`\lambda_r` is refreshed every ``every`` steps by ``power_iterations``
-    power iterations of Hessian-vector products restricted to the region, warm-started from the
-    previous refresh's vector (one HVP each; ``hvps`` counts them). Between refreshes the update is
-    :class:`PerturbedSGD`'s, with its last-bit perturbation ``k``; with no region capped it is
-    :class:`torch.optim.SGD` bit for bit.
+    :math:`\eta` the group's current ``lr`` (so learning-rate schedules act at once), :math:`s` =
+    ``safety``, :math:`\eta^\ast` the stable step of :func:`stable_step` (:math:`2/\rho_r` without momentum;
+    the momentum-aware bound otherwise, since :math:`2/\rho_r` would let Nesterov with :math:`\mu = 0.9` run
+    at 1.47 times its bound), and :math:`\rho_r` an estimate of the spectral radius of the region's diagonal
+    Hessian block :math:`H_{rr} + \text{wd}\,I`: the norm :math:`\|(H_{rr} + \text{wd}\,I)v\|` of the block
+    applied to the unit vector of a power iteration. The norm is never below the Rayleigh quotient
+    :math:`|v^\top H_{rr} v|`, which can vanish on a mixture of a positive and a negative eigenvector, and
+    the spectral radius bounds the largest positive eigenvalue, so the cap errs on the safe side: when a
+    negative eigenvalue dominates a block, the block steps more cautiously than it needs to.
+    :math:`\rho_r` is refreshed every ``every`` steps by ``power_iterations`` power iterations of
+    Hessian-vector products restricted to the region, warm-started from the previous refresh's vector
+    (one HVP each; ``hvps`` counts them; the first refresh iterates until the estimate settles). Between
+    refreshes the update is :class:`PerturbedSGD`'s, with its last-bit perturbation ``k``; with no region
+    capped it is :class:`torch.optim.SGD` bit for bit.
 
-    ``step(closure)`` must be given a closure when a refresh is due (the first step and every
-    ``every``-th after it): ``closure()`` returns the current batch's loss as a tensor with its graph,
-    ``backward`` not called. ``sharpness()`` and ``step_sizes()`` give :math:`\lambda_r` and
-    :math:`\eta_r` after each step; everything lives in the state dict, so a run resumes bit-exactly.
+    Closure protocol: call ``loss.backward()`` as for SGD, then ``step(closure)``, where ``closure()``
+    returns the *same batch's* loss as a tensor with its graph, ``backward`` not called (a trainer may
+    return the loss it has just differentiated with ``backward(retain_graph=True)``). The closure is used
+    only when a refresh is due (:attr:`refresh_due`), and ``step`` returns its loss then, ``None``
+    otherwise; a refresh due without a closure is a ``ValueError``. ``sharpness()`` and ``step_sizes()``
+    give :math:`\rho_r` and :math:`\eta_r` after each step; everything lives in the state dict, so a run
+    resumes bit-exactly, and loading a state dict made with other settings is a ``ValueError``.
     """
 
     def __init__(self, params: Iterable, lr: float, *, safety: float = 0.9, every: int = 10,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, k: int = 1,
-                 regions: str = "tensor", power_iterations: int = 2, seed: int = 0) -> None:
+                 regions: str = "tensor", tile: int = 8, power_iterations: int = 2, seed: int = 0) -> None:
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
         if not (isinstance(safety, (int, float)) and 0 < safety <= 1):
             raise ValueError(f"safety must be in (0, 1] (a fraction of the stable step); got {safety!r}")
-        for name, value in (("every", every), ("power_iterations", power_iterations)):
+        for name, value in (("every", every), ("power_iterations", power_iterations), ("tile", tile)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
         if regions not in REGIONS:
             raise ValueError(f"regions must be one of {REGIONS}; got {regions!r}")
         super().__init__(params, lr, k=k, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-        self.defaults.update(safety=safety, every=every, regions=regions,
-                             power_iterations=power_iterations, seed=seed)
+        settings = dict(safety=safety, every=every, regions=regions, tile=tile,
+                        power_iterations=power_iterations, seed=seed)
+        self.defaults.update(settings)
         for group in self.param_groups:
-            group.update(safety=safety, every=every)
+            group.update(settings)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """:meth:`torch.optim.Optimizer.load_state_dict`, refusing a state made with other settings."""
+        for saved in state_dict["param_groups"]:
+            other = {key: saved.get(key) for key in SETTINGS if saved.get(key) != self.defaults[key]}
+            if other:
+                raise ValueError(f"LocalCFL state dict made with other settings: {other}, "
+                                 f"not {({key: self.defaults[key] for key in other})}")
+        super().load_state_dict(state_dict)
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def _group_of(self) -> dict[torch.Tensor, dict]:
+        return {p: group for group in self.param_groups for p in group["params"]}
 
     @property
     def steps(self) -> int:
@@ -209,25 +241,42 @@ class LocalCFL(PerturbedSGD):
         return sum(self.state[p].get("hvps", 0) for p in self._params())
 
     def sharpness(self) -> list[list[float]]:
-        r""":math:`\lambda_r` of every region, per parameter tensor (in parameter order)."""
-        return self._per_region("sharpness")
+        r""":math:`\rho_r` of every region, per parameter tensor (in parameter order)."""
+        self._check_started()
+        return [list(self.state[p]["sharpness"]) for p in self._params()]
 
     def step_sizes(self) -> list[list[float]]:
-        r""":math:`\eta_r` of every region, per parameter tensor (in parameter order)."""
-        return self._per_region("lr")
+        r""":math:`\eta_r` of every region at the group's current ``lr``, per parameter tensor (in parameter order)."""
+        self._check_started()
+        group_of = self._group_of()
+        return [[self._rate(group_of[p]["lr"], bound) for bound in self.state[p]["bound"]] for p in self._params()]
 
-    def _per_region(self, key: str) -> list[list[float]]:
+    def step_size_tensors(self) -> list[torch.Tensor]:
+        r"""The step size of every weight, a tensor shaped like each parameter (the diagonal of :math:`D`)."""
+        out = []
+        for p, rates in zip(self._params(), self.step_sizes()):
+            t = torch.empty_like(p)
+            for (_, index), rate in zip(self._regions_of(p), rates):
+                _piece(t, index).fill_(rate)
+            out.append(t)
+        return out
+
+    def _check_started(self) -> None:
         if self.steps == 0:
-            raise ValueError(f"LocalCFL has no {key} per region before its first step")
-        return [list(self.state[p][key]) for p in self._params()]
+            raise ValueError("LocalCFL has no regions' sharpness or step sizes before its first step")
 
-    def _regions(self) -> list[Region]:
-        params, mode = self._params(), self.defaults["regions"]
-        if mode == "global":
-            return [[(p, None) for p in params]]
-        if mode == "channel":
-            return [[(p, c)] for p in params for c in (range(p.shape[0]) if p.ndim > 1 else [None])]
-        return [[(p, None)] for p in params]
+    @staticmethod
+    def _rate(lr: float, bound: float) -> float:
+        return lr if lr <= bound else bound
+
+    def _regions_of(self, p: torch.Tensor) -> Region:
+        mode, t = self.defaults["regions"], self.defaults["tile"]
+        if mode == "channel" and p.ndim > 1:
+            return [(p, c) for c in range(p.shape[0])]
+        if mode == "tiles" and p.ndim > 1:
+            rows, cols = p.shape[-2:]
+            return [(p, (..., slice(i, i + t), slice(j, j + t))) for i in range(0, rows, t) for j in range(0, cols, t)]
+        return [(p, None)]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -247,7 +296,7 @@ class LocalCFL(PerturbedSGD):
         return loss
 
     def _refresh(self, loss: torch.Tensor) -> None:
-        r"""New :math:`\lambda_r` and :math:`\eta_r` for every region from ``loss``'s Hessian."""
+        r"""New :math:`\rho_r` and bounds :math:`b_r` for every region from ``loss``'s Hessian."""
         params = self._params()
         grads = dict(zip(params, torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)))
         first = "eigvec" not in self.state[params[0]]
@@ -255,58 +304,63 @@ class LocalCFL(PerturbedSGD):
             gen = torch.Generator().manual_seed(self.defaults["seed"])
             for p in params:
                 self.state[p]["eigvec"] = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
-        group_of = {p: group for group in self.param_groups for p in group["params"]}
-        for region in self._regions():
-            lam = self._power_iteration(region, grads, group_of, converge=first)
-            for p, c in region:
-                state, group = self.state[p], group_of[p]
-                n = p.shape[0] if c is not None else 1
-                state.setdefault("sharpness", [0.0] * n)
-                state.setdefault("lr", [group["lr"]] * n)
-                bound = group["safety"] * stable_step(lam, momentum=group["momentum"],
-                                                      nesterov=group["nesterov"])
-                state["sharpness"][c or 0] = lam
-                state["lr"][c or 0] = group["lr"] if group["lr"] <= bound else bound
+        group_of = self._group_of()
+
+        def settle(p: torch.Tensor, slot: int, rho: float) -> None:
+            group = group_of[p]
+            self.state[p]["sharpness"][slot] = rho
+            self.state[p]["bound"][slot] = group["safety"] * stable_step(rho, momentum=group["momentum"],
+                                                                         nesterov=group["nesterov"])
+
+        if self.defaults["regions"] == "global":
+            rho = self._power_iteration([(p, None) for p in params], grads, group_of, converge=first)
+            for p in params:
+                self.state[p]["sharpness"], self.state[p]["bound"] = [0.0], [math.inf]
+                settle(p, 0, rho)
+            return
+        for p in params:
+            pieces = self._regions_of(p)
+            self.state[p]["sharpness"], self.state[p]["bound"] = [0.0] * len(pieces), [math.inf] * len(pieces)
+            for slot, piece in enumerate(pieces):
+                settle(p, slot, self._power_iteration([piece], grads, group_of, converge=first))
 
     def _power_iteration(self, region: Region, grads: dict, group_of: dict, *, converge: bool) -> float:
-        r"""Power iteration on :math:`H_{rr} + \text{wd}\,I`, its Rayleigh quotient in magnitude:
-        ``power_iterations`` steps warm-started from the last refresh's vector, or, from the random start
-        of the first refresh (``converge``), at least as many and then until the quotient changes by less
-        than :data:`FIRST_REFRESH_RTOL` (at most :data:`FIRST_REFRESH_ITERATIONS` steps, or
+        r"""Power iteration on :math:`H_{rr} + \text{wd}\,I`; the norm :math:`\|(H_{rr} + \text{wd}\,I)v\|` at
+        the last unit vector: ``power_iterations`` steps warm-started from the last refresh's vector, or, from
+        the random start of the first refresh (``converge``), at least as many and then until the estimate
+        changes by less than :data:`FIRST_REFRESH_RTOL` (at most :data:`FIRST_REFRESH_ITERATIONS` steps, or
         ``power_iterations`` if more)."""
-        pieces = [(p, c, self.state[p]["eigvec"] if c is None else self.state[p]["eigvec"][c])
-                  for p, c in region]
-        lam = previous = 0.0
+        pieces = [(p, index, _piece(self.state[p]["eigvec"], index)) for p, index in region]
+        if not any(grads[p] is not None for p, _, _ in pieces):
+            return max(group_of[p]["weight_decay"] for p, _, _ in pieces)
+        rho = previous = 0.0
         least = self.defaults["power_iterations"]
         for i in range(max(FIRST_REFRESH_ITERATIONS, least) if converge else least):
-            if converge and i >= max(least, 2) and abs(lam - previous) <= FIRST_REFRESH_RTOL * abs(lam):
+            if converge and i >= max(least, 2) and abs(rho - previous) <= FIRST_REFRESH_RTOL * rho:
                 break
-            previous = lam
+            previous = rho
             norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
             for _, _, v in pieces:
-                v.div_(norm)
-            dot = sum((grads[p] if c is None else grads[p][c]).mul(v).sum()
-                      for p, c, v in pieces if grads[p] is not None)
-            if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
-                return 0.0
+                v.div_(norm if norm > 0 else 1.0)
+            dot = sum(_piece(grads[p], index).mul(v).sum() for p, index, v in pieces if grads[p] is not None)
             hv = torch.autograd.grad(dot, [p for p, _, _ in pieces], retain_graph=True, allow_unused=True)
-            lam = 0.0
-            for (p, c, v), h in zip(pieces, hv):
-                h = torch.zeros_like(p) if h is None else h
-                h = (h if c is None else h[c]) + group_of[p]["weight_decay"] * v
-                lam += float((h * v).sum())
+            squared = 0.0
+            for (p, index, v), h in zip(pieces, hv):
+                h = _piece(torch.zeros_like(p) if h is None else h, index) + group_of[p]["weight_decay"] * v
+                squared += float((h * h).sum())
                 v.copy_(h)
+            rho = math.sqrt(squared)
             self.state[region[0][0]]["hvps"] = self.state[region[0][0]].get("hvps", 0) + 1
         norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
         for _, _, v in pieces:
             v.div_(norm if norm > 0 else 1.0)
-        return abs(lam)
+        return rho
 
     def _apply(self, p: torch.Tensor, d_p: torch.Tensor, lr: float, k: int) -> None:
-        r"""The perturbed step of :class:`PerturbedSGD` with each region's :math:`\eta_r`."""
-        rates = self.state[p]["lr"]
-        if len(rates) == 1:
-            super()._apply(p, d_p, rates[0], k)
-        else:
-            for c, rate in enumerate(rates):
-                super()._apply(p[c], d_p[c], rate, k)
+        r"""The perturbed step of :class:`PerturbedSGD` with each region's :math:`\eta_r = \min(\eta, b_r)`."""
+        bounds = self.state[p]["bound"]
+        if len(bounds) == 1:
+            super()._apply(p, d_p, self._rate(lr, bounds[0]), k)
+            return
+        for (_, index), bound in zip(self._regions_of(p), bounds):
+            super()._apply(_piece(p, index), _piece(d_p, index), self._rate(lr, bound), k)

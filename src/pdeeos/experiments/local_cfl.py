@@ -4,26 +4,29 @@ Each problem is trained by four methods, each as a pair of :math:`k = 1` / :math
 (the paper's last-bit perturbation), from the same initial weights:
 
 * ``sgd``: plain gradient descent at the base rate :math:`\eta` (:class:`pdeeos.optim.PerturbedSGD`);
-* ``local-cfl``: :class:`~pdeeos.optim.LocalCFL` with one region per parameter tensor;
+* ``local-cfl``: :class:`~pdeeos.optim.LocalCFL` with the config's ``local_regions`` (tiles of the PDE's
+  kernel, a region per tensor of the networks);
 * ``global-cfl``: the same with all weights one region, i.e. one global step
-  :math:`\min(\eta, s\cdot 2/\lambda_{\max})` refreshed as often (the classical stable choice);
-* ``adam``: :class:`pdeeos.optim.PerturbedAdam` at the paper's App. C rate :math:`10^{-3}`.
+  :math:`\min(\eta, s\cdot 2/\rho)` refreshed as often (the classical stable choice, made adaptive);
+* ``adam``: :class:`pdeeos.optim.PerturbedAdam` at each rate of ``adam_lrs`` (the paper's App. C rate
+  :math:`10^{-3}` among them), run once per problem since it has no base rate;
 
-Every step records the loss of the :math:`k = 1` copy and the twins' RelL1 distance; every
-``sharpness_every`` steps the sharpness :math:`\lambda_{\max}` of the :math:`k = 1` copy (Lanczos) and the
-*effective* sharpness :math:`\lambda_{\max}(D^{1/2} H D^{1/2})` with :math:`D` the diagonal of the
-method's step sizes, whose value 2 is the stability edge of gradient descent with per-region steps
-(:math:`\eta\lambda_{\max}` for plain SGD; not defined for Adam). Capping every diagonal block
-:math:`\eta_r\lambda_r \le 2s` bounds the effective sharpness only when the blocks barely couple; the
-runs measure whether they do. The processor time of the training steps (sharpness probes excluded)
-and the Hessian-vector products of each method are recorded for the cost.
+and plain gradient descent at each stable rate of ``reference_lrs``, whose lowest final loss is the
+target every run is timed to (:func:`steps_to_reach`). Every step records the loss of the :math:`k = 1`
+copy, the twins' RelL1 distance, each region's step size and curvature estimate, and the Hessian-vector
+products spent so far; every ``sharpness_every`` steps the sharpness :math:`\lambda_{\max}` of the
+:math:`k = 1` copy (Lanczos) and the *effective* sharpness :math:`\lambda_{\max}(D^{1/2} H D^{1/2})`
+with :math:`D` the diagonal of the method's step sizes, whose value 2 is the stability edge of gradient
+descent with per-region steps (:math:`\eta\lambda_{\max}` for plain SGD; not defined for Adam). The
+processor time of the training steps (sharpness probes excluded) gives the cost per step, compared
+with the mean of the SGD runs' in the same run.
 
 Problems (full batch, float64): ``local-cfl-pde``, the one-layer CNN PDE of chapter 5 at the paper's
-restrained step sizes, with a stable gradient-descent run as the loss to reach; ``local-cfl-tanh``, the
-Fig. 8 tanh network of chapter 7 at :math:`\eta = 2/30`. And with minibatches, ``local-cfl-resnet``:
-chapter 6's ResNets (Swish and ReLU) on the CIFAR-10 subset at the paper's optimizer settings and a
-constant learning rate, six :math:`k`-copies per batch-order seed in the lockstep trainer of chapter 6,
-summarised by the prediction churn over :math:`k` against over seeds (:mod:`pdeeos.spread`).
+restrained step sizes; ``local-cfl-tanh``, the Fig. 8 tanh network of chapter 7 at :math:`\eta = 2/30`.
+And with minibatches, ``local-cfl-resnet``: chapter 6's ResNets (Swish and ReLU) on the CIFAR-10 subset
+at the paper's optimizer settings and a constant learning rate, six :math:`k`-copies per batch-order
+seed in the lockstep trainer of chapter 6, summarised by the prediction churn over :math:`k` against
+over seeds (:mod:`pdeeos.spread`).
 """
 
 from __future__ import annotations
@@ -53,17 +56,18 @@ TWIN_K = 3
 
 
 def make_optimizer(method: str, params: Any, lr: float, cfg: dict[str, Any], k: int) -> torch.optim.Optimizer:
-    """The optimizer of ``method`` at base rate ``lr`` with the config's momentum, weight decay and
-    LocalCFL settings, perturbed by ``k``."""
+    """The optimizer of ``method`` at (base) rate ``lr`` with the config's momentum, weight decay and
+    LocalCFL settings (``local_regions``, ``tile``), perturbed by ``k``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if method == "adam":
-        return PerturbedAdam(params, cfg["adam_lr"], k=k, weight_decay=cfg["weight_decay"])
+        return PerturbedAdam(params, lr, k=k, weight_decay=cfg["weight_decay"])
     common = dict(k=k, momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
     if method == "sgd":
         return PerturbedSGD(params, lr, **common)
     return LocalCFL(params, lr, safety=cfg["safety"], every=cfg["every"], power_iterations=cfg["power_iterations"],
-                    regions="tensor" if method == "local-cfl" else "global", **common)
+                    regions=cfg["local_regions"] if method == "local-cfl" else "global", tile=cfg["tile"],
+                    **common)
 
 
 def step_size_vector(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.Tensor | None:
@@ -72,18 +76,15 @@ def step_size_vector(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> 
     if isinstance(opt, LocalCFL):
         if opt.steps == 0:
             return None
-        parts = [torch.tensor(rates, dtype=p.dtype).reshape(-1, *[1] * (p.ndim - 1)).expand_as(p).reshape(-1)
-                 if len(rates) > 1 else torch.full((p.numel(),), rates[0], dtype=p.dtype)
-                 for p, rates in zip(params, opt.step_sizes())]
-        return torch.cat(parts)
+        return torch.cat([t.reshape(-1) for t in opt.step_size_tensors()])
     if isinstance(opt, PerturbedSGD):
         return torch.full((sum(p.numel() for p in params),), opt.param_groups[0]["lr"], dtype=params[0].dtype)
     return None
 
 
 def region_rates(opt: torch.optim.Optimizer) -> tuple[list[float], list[float]]:
-    r"""The step size :math:`\eta_r` and sharpness :math:`\lambda_r` of every region in parameter order
-    (SGD: one region at its rate, sharpness not measured; Adam: neither)."""
+    r"""The step size :math:`\eta_r` and curvature estimate :math:`\rho_r` of every region in parameter order
+    (SGD: one region at its rate, curvature not measured; Adam: neither)."""
     if isinstance(opt, LocalCFL):
         return ([r for rates in opt.step_sizes() for r in rates],
                 [lam for lams in opt.sharpness() for lam in lams])
@@ -118,7 +119,7 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
     twins = [make_model() for _ in range(2)]
     opts = [make_optimizer(method, m.parameters(), lr, cfg, k) for m, k in zip(twins, (1, TWIN_K))]
     params = list(twins[0].parameters())
-    loss, rel, rates, probe_steps, lam, lam_eff = [], [], [], [], [], []
+    loss, rel, rates, hvps, probe_steps, lam, lam_eff = [], [], [], [], [], [], []
     busy, marks = 0.0, set(np.linspace(0, steps, 11).astype(int)[1:])
     for t in range(steps + 1):
         with torch.no_grad():
@@ -142,6 +143,7 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
                 opt.step()
         busy += time.process_time() - start
         rates.append(region_rates(opts[0]))
+        hvps.append(getattr(opts[0], "hvps", 0))
         if t + 1 in marks:
             tick()
     return {"loss": np.array(loss), "rel_l1": np.array(rel),
@@ -149,7 +151,7 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
             "region_sharpness": np.array([r[1] for r in rates]).reshape(len(rates), -1),
             "probe_steps": np.array(probe_steps, dtype=int), "sharpness": np.array(lam),
             "effective_sharpness": np.array(lam_eff), "process_time_s": np.array(busy),
-            "hvps_per_step": np.array(getattr(opts[0], "hvps", 0) / max(len(rates), 1))}
+            "hvps": np.array(hvps, dtype=int)}
 
 
 class Kernel(nn.Module):
@@ -213,42 +215,66 @@ def steps_to_reach(loss: np.ndarray, target: float, rtol: float) -> int | None:
 
 def summarise(out: dict[str, np.ndarray], *, target: float | None, rtol: float, onset: float) -> dict[str, Any]:
     """The numbers chapter 8 and the ledger read for one task."""
-    rel = out["rel_l1"]
+    rel, eff = out["rel_l1"], out["effective_sharpness"]
     above = np.flatnonzero(rel >= onset)
-    eff = out["effective_sharpness"]
+    steps = len(out["hvps"])
+    reach = None if target is None else steps_to_reach(out["loss"], target, rtol)
+    hvps = np.concatenate([[0], out["hvps"]])
     return {"final_loss": float(out["loss"][-1]), "max_rel_l1": float(np.nanmax(rel)), "final_rel_l1": float(rel[-1]),
             "first_step_rel_l1_at_onset": int(above[0]) if above.size else None,
-            "steps_to_target": None if target is None else steps_to_reach(out["loss"], target, rtol),
+            "steps_to_target": reach, "hvps_to_target": None if reach is None else int(hvps[reach]),
             "max_sharpness": float(np.max(out["sharpness"])) if out["sharpness"].size else None,
             "max_effective_sharpness": float(np.nanmax(eff)) if np.isfinite(eff).any() else None,
-            "process_time_s": float(out["process_time_s"]), "hvps_per_step": float(out["hvps_per_step"])}
+            "process_time_per_step_s": float(out["process_time_s"]) / max(steps, 1),
+            "hvps_per_step": float(hvps[-1]) / max(steps, 1)}
+
+
+def tasks_of(cfg: dict[str, Any], checkpoints: Path) -> list[CFLTask]:
+    """SGD, LocalCFL and the global step at every base rate, Adam at each of its rates, and constant-step
+    SGD at each stable reference rate."""
+    runs = [(method, lr) for lr in cfg["lrs"] for method in ("sgd", "local-cfl", "global-cfl")]
+    runs += [("adam", lr) for lr in cfg["adam_lrs"]]
+    runs += [("sgd", lr) for lr in cfg["reference_lrs"] if ("sgd", lr) not in runs]
+    return [CFLTask(cfg["problem"], method, lr, cfg, checkpoints / f"{method}_lr{lr:.6g}.npz") for method, lr in runs]
 
 
 def run(ctx: RunContext) -> RunOutput:
-    """Every method at every base rate (and, for the PDE, the stable reference run) in worker processes."""
+    """Every task in worker processes; the target loss is the lowest final loss of the stable references,
+    and every run's processor time per step is compared with the mean of the SGD runs'."""
     cfg = ctx.config
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [CFLTask(cfg["problem"], method, lr, cfg, ctx.checkpoint_dir / f"{method}_lr{lr:.6g}.npz")
-             for lr in cfg["lrs"] for method in METHODS]
-    if cfg.get("reference_lr") is not None:
-        tasks.append(CFLTask(cfg["problem"], "sgd", cfg["reference_lr"], cfg,
-                             ctx.checkpoint_dir / f"sgd_lr{cfg['reference_lr']:.6g}.npz"))
+    tasks = tasks_of(cfg, ctx.checkpoint_dir)
     outs = dict(zip((t.key for t in tasks), ctx.map(run_task, tasks, units=10, desc=ctx.experiment)))
-    reference = outs.get(f"sgd_lr{cfg['reference_lr']:.6g}") if cfg.get("reference_lr") is not None else None
-    target = float(reference["loss"][-1]) if reference is not None else None
+    references = [outs[f"sgd_lr{lr:.6g}"]["loss"][-1] for lr in cfg["reference_lrs"]]
+    target = float(np.min(references)) if references else None
     arrays = {f"{key}_{name}": value for key, out in outs.items() for name, value in out.items()}
-    regions = [name for name, _ in problem(tasks[0])[0]().named_parameters()]
-    summary = {"methods": list(METHODS), "lrs": cfg["lrs"], "twin_k": TWIN_K, "target_loss": target,
-               "regions": regions,
-               "target_rtol": cfg["target_rtol"], "onset_rel_l1": cfg["onset_rel_l1"],
-               "runs": {key: summarise(out, target=target, rtol=cfg["target_rtol"], onset=cfg["onset_rel_l1"])
-                        for key, out in outs.items()}}
-    for lr in cfg["lrs"]:
-        sgd_time = summary["runs"][f"sgd_lr{lr:.6g}"]["process_time_s"]
-        for method in METHODS:
-            run_summary = summary["runs"][f"{method}_lr{lr:.6g}"]
-            run_summary["time_vs_sgd"] = run_summary["process_time_s"] / sgd_time if sgd_time > 0 else None
+    runs = {key: summarise(out, target=target, rtol=cfg["target_rtol"], onset=cfg["onset_rel_l1"])
+            for key, out in outs.items()}
+    sgd_step = np.mean([r["process_time_per_step_s"] for key, r in runs.items() if key.startswith("sgd_")])
+    for r in runs.values():
+        r["time_vs_sgd"] = r["process_time_per_step_s"] / sgd_step
+    summary = {"methods": list(METHODS), "lrs": cfg["lrs"], "adam_lrs": cfg["adam_lrs"],
+               "reference_lrs": cfg["reference_lrs"], "twin_k": TWIN_K, "target_loss": target,
+               "regions": region_names(tasks[0]), "target_rtol": cfg["target_rtol"],
+               "onset_rel_l1": cfg["onset_rel_l1"], "runs": runs}
     return RunOutput(arrays=arrays, summary=summary)
+
+
+def region_names(task: CFLTask) -> list[str]:
+    """The names of the local-cfl method's regions, in parameter order (tiles as ``name[rows, cols]``)."""
+    model = problem(task)[0]()
+    opt = make_optimizer("local-cfl", model.parameters(), 1.0, task.config, 1)
+    names = []
+    for name, p in model.named_parameters():
+        for _, index in opt._regions_of(p):
+            names.append(name if index is None else f"{name}{_describe(index)}")
+    return names
+
+
+def _describe(index: Any) -> str:
+    if isinstance(index, int):
+        return f"[{index}]"
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in index if isinstance(s, slice)) + "]"
 
 
 @dataclass(frozen=True)
@@ -333,26 +359,30 @@ twins reach RelL1 ~5e-2 under SGD); LocalCFL refreshes every 50 steps with one w
 per region (29 regions: 0.58 Hessian-vector products a step), to keep its cost within reach of SGD's."""
 
 _COMMON = dict(momentum=0.0, nesterov=False, weight_decay=0.0, safety=0.9, every=10, power_iterations=2,
-               adam_lr=1e-3, lanczos_tol=1e-4, lanczos_iter=100, target_rtol=1e-9)
-_PDE = _COMMON | dict(problem="pde", alpha=20.0, beta=1.0, lrs=[0.05, 0.07, 0.09], reference_lr=0.03,
-                      onset_rel_l1=1e-10)
-_TANH = _COMMON | dict(problem="tanh", depth=2, width=200, seed=0, lrs=[ETA], reference_lr=None,
-                       onset_rel_l1=1e-10)
+               tile=8, lanczos_tol=1e-4, lanczos_iter=100, target_rtol=1e-9, onset_rel_l1=1e-10)
+_PDE = _COMMON | dict(problem="pde", alpha=20.0, beta=1.0, lrs=[0.05, 0.07, 0.09], local_regions="tiles",
+                      adam_lrs=[1e-3, 1e-2, 1e-1], reference_lrs=[0.01, 0.02, 0.029, 0.03])
+"""The one-layer PDE: its one kernel cut into 8 × 8 tiles (16 regions: spatial regions of the weights, the
+paper's "local regions"), Adam at three rates, and constant stable steps up to the edge 2/62.0 = 0.0323."""
+_TANH = _COMMON | dict(problem="tanh", depth=2, width=200, seed=0, lrs=[ETA], local_regions="tensor",
+                       adam_lrs=[1e-3], reference_lrs=[], lanczos_tol=1e-3, lanczos_iter=60)
+"""The tanh network: a region per weight matrix and bias vector (6 regions)."""
 
 EXPERIMENT = (
     Experiment(
         name="local-cfl-pde",
         summary="LocalCFL vs SGD, global stable step and Adam on the one-layer CNN PDE at dt 0.05, 0.07, 0.09",
         chapter="08-local-cfl",
-        configs={"ci": _PDE | dict(image=32, kernel=6, lrs=[0.07], steps=40, sharpness_every=20),
-                 "book": _PDE | dict(image=256, kernel=32, steps=1000, sharpness_every=50)},
+        configs={"ci": _PDE | dict(image=32, kernel=6, tile=3, lrs=[0.07], adam_lrs=[1e-2], reference_lrs=[0.03],
+                                   steps=40, sharpness_every=20),
+                 "book": _PDE | dict(image=256, kernel=32, steps=1000, sharpness_every=10)},
         func=run),
     Experiment(
         name="local-cfl-tanh",
         summary="LocalCFL vs SGD, global stable step and Adam on the Fig. 8 tanh network at eta = 2/30",
         chapter="08-local-cfl",
         configs={"ci": _TANH | dict(images=64, width=16, steps=20, sharpness_every=10),
-                 "book": _TANH | dict(images=None, steps=400, sharpness_every=20)},
+                 "book": _TANH | dict(images=None, steps=400, sharpness_every=25)},
         func=run),
     Experiment(
         name="local-cfl-resnet",
