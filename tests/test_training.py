@@ -50,6 +50,21 @@ def test_resume_is_bit_exact(tmp_path: Path, optimizer: str) -> None:
     assert resumed.history == whole.history
 
 
+def test_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    _trainer((1, 3)).train(1, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    del state["config"]["power_iterations"]   # as written by a trainer that did not have the field
+    torch.save(state, ckpt)
+    resumed = _trainer((1, 3))
+    resumed.train(checkpoint=ckpt)
+    whole = _trainer((1, 3))
+    whole.train()
+    assert all(identical(a, b) for a, b in zip(whole.models, resumed.models))
+    with pytest.raises(ValueError, match="different config"):
+        _trainer((1, 3), power_iterations=3).train(checkpoint=ckpt)
+
+
 def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
     _trainer((1, 3)).train(1, checkpoint=ckpt)

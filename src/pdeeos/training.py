@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +249,10 @@ class LockstepTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; ``ValueError`` if it belongs to another config."""
-        if state["config"] != asdict(self.config):
+        """Restore a :meth:`state_dict`; ``ValueError`` if it belongs to another config. A checkpoint
+        written before a config field existed counts as written with that field's default."""
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        if {**defaults, **state["config"]} != asdict(self.config):
             raise ValueError("checkpoint was written with a different config")
         self.epoch = state["epoch"]
         for model, sd in zip(self.models, state["models"]):
