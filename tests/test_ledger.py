@@ -119,3 +119,10 @@ def test_layer_onsets():
     rel[:, 1:, 1, 0] = 1.0                        # layer 0 from epoch 1
     rel[:, 3:, 1, 2] = 1.0                        # layer 2 from epoch 3; layer 1 never
     assert layer_onsets(rel, 1, 0.5) == [1, -1, 3]
+
+
+def test_rows_of_one_chapter_and_an_unknown_chapter():
+    chapter = ledger.rows(chapter="08-local-cfl")
+    assert chapter and {row.claim.chapter for row in chapter} == {"08-local-cfl"}
+    with pytest.raises(ValueError, match="no claim of the ledger is shown in chapter '09-none'"):
+        ledger.rows(chapter="09-none")

@@ -510,26 +510,31 @@ def _layers(runs: Runs) -> tuple[str, str]:
 
 
 LOCAL_CFL_PDE_RULE = ("at every restrained step size of local-cfl-pde: reproduced (the remedy works) if LocalCFL's "
-                      "twins stay below a RelL1 of 1e-10 and its loss settles at the stable run's final loss no later "
-                      "than the stable run does; partly if the twins stay at rounding level but it settles later or "
-                      "not at all; not reproduced if its twins separate")
+                      "twins (the kernel cut into tiles, the paper's local regions) stay below a RelL1 of 1e-10 and "
+                      "its loss settles at the target no later than the best constant stable step's; partly if the "
+                      "twins stay at rounding level but it settles later or not at all; not reproduced if its twins "
+                      "separate. The one global region is reported beside it, not judged")
 
 
 def _local_cfl_pde(runs: Runs) -> tuple[str, str]:
-    run = runs["local-cfl-pde"]
-    s, onset = run.summary, run.summary["onset_rel_l1"]
-    reference = s["runs"][f"sgd_lr{run.config['reference_lr']:.6g}"]["steps_to_target"]
-    mine = [s["runs"][f"local-cfl_lr{lr:.6g}"] for lr in s["lrs"]]
-    sgd = [s["runs"][f"sgd_lr{lr:.6g}"] for lr in s["lrs"]]
-    times = [m["time_vs_sgd"] for m in mine]
-    steps = [m["steps_to_target"] for m in mine]
-    ours = (f"Δt {', '.join(f'{lr:g}' for lr in s['lrs'])}: LocalCFL twins ≤ {max(m['max_rel_l1'] for m in mine):.1g}, "
-            f"loss settled after {', '.join(str(n) for n in steps)} iterations (stable run at Δt = "
-            f"{run.config['reference_lr']:g}: {reference}); SGD twins up to {min(m['max_rel_l1'] for m in sgd):.2g}"
-            f"–{max(m['max_rel_l1'] for m in sgd):.2g}; LocalCFL time {min(times):.2f}–{max(times):.2f}× SGD")
-    if any(m["max_rel_l1"] >= onset for m in mine):
+    s = runs["local-cfl-pde"].summary
+    onset, lrs = s["onset_rel_l1"], s["lrs"]
+    best = min(s["runs"][f"sgd_lr{lr:.6g}"]["steps_to_target"] or np.inf for lr in s["reference_lrs"])
+    mine = [s["runs"][f"local-cfl_lr{lr:.6g}"] for lr in lrs]
+    glob = [s["runs"][f"global-cfl_lr{lr:.6g}"] for lr in lrs]
+
+    def reached(rs: list[dict]) -> str:
+        return ", ".join("never" if r["steps_to_target"] is None else str(r["steps_to_target"]) for r in rs)
+
+    twins = ", ".join(f"{r['max_rel_l1']:.3g}" for r in mine)
+    ours = (f"Δt {', '.join(f'{lr:g}' for lr in lrs)}: LocalCFL on {len(s['regions'])} tiles: twins up to "
+            f"{twins}, target reached after {reached(mine)} iterations, "
+            f"{max(r['time_vs_sgd'] for r in mine):.1f}× SGD's time per step; one global region: twins ≤ "
+            f"{max(r['max_rel_l1'] for r in glob):.1g}, target after {reached(glob)}; best constant stable step: "
+            f"{best:g} iterations")
+    if any(r["max_rel_l1"] >= onset for r in mine):
         return ours, "not reproduced"
-    fast = reference is not None and all(n is not None and n <= reference for n in steps)
+    fast = all(r["steps_to_target"] is not None and r["steps_to_target"] <= best for r in mine)
     return ours, "reproduced" if fast else "partly"
 
 
@@ -668,8 +673,8 @@ CLAIMS: tuple[Claim, ...] = (
           ("eos-networks",), _appe),
     Claim("Zhu et al. Thm", "Zhu et al.", "GD on ¼(1 − x²y²)² converges with sharpness just below 2/η from many starts",
           "just below 2/η", "07-edge-of-stability", "Sharpness concentration", ("eos-minimalist",), _zhu),
-    Claim("Local CFL: PDE", BOOK, "the paper's proposed remedy (§1, §7), built: per-region stable step sizes keep "
-          "the restrained one-layer PDE's twins at rounding level and reach the stable run's loss",
+    Claim("Local CFL: PDE", BOOK, "the paper's proposed remedy (§1, §7), built: stable step sizes per local region "
+          "of the kernel keep the restrained one-layer PDE's twins at rounding level and reach the stable runs' loss",
           "— (proposed, not measured)", "08-local-cfl", "The one-layer CNN PDE at the restrained step sizes",
           ("local-cfl-pde",), _local_cfl_pde, LOCAL_CFL_PDE_RULE),
     Claim("Local CFL: tanh", BOOK, "per-tensor stable step sizes keep the twins of a network at the Edge of "
@@ -685,10 +690,13 @@ CLAIMS: tuple[Claim, ...] = (
 # ----------------------------------------------------------------------------- the ledger
 
 
-def rows(root: Path | None = None) -> list[Row]:
-    """Every claim with our number and verdict from the stored runs under ``root``."""
+def rows(root: Path | None = None, *, chapter: str | None = None) -> list[Row]:
+    """Every claim (of ``chapter`` only, when given) with our number and verdict from the stored runs
+    under ``root``."""
+    if chapter is not None and chapter not in {claim.chapter for claim in CLAIMS}:
+        raise ValueError(f"no claim of the ledger is shown in chapter {chapter!r}")
     out = []
-    for claim in CLAIMS:
+    for claim in CLAIMS if chapter is None else [c for c in CLAIMS if c.chapter == chapter]:
         if not all(results.stored_scales(name, root) for name in claim.experiments):
             out.append(Row(claim, "—", "not yet run", ()))
             continue
