@@ -167,7 +167,7 @@ def test_lr_threshold_keeps_lr_times_steps_and_probes_sharpness_on_a_copy() -> N
     from pdeeos.training import Split
 
     cfg = lr_threshold.CONFIGS["book"]
-    assert [lr_threshold.epochs_for(lr, cfg, 2560) for lr in cfg["lrs"]] == [40, 79, 157, 313, 626]
+    assert [lr_threshold.epochs_for(lr, cfg, 2560) for lr in cfg["lrs"]] == [10, 20, 40, 79, 157, 313, 626]
     torch.manual_seed(0)
     model = lr_threshold.models.build("resnet8", activation="swish", width=2, in_channels=3)
     split = Split(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)

@@ -48,7 +48,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "ci": dict(BASE, train_limit=256, test_limit=128, model="resnet8", width=2, lrs=[0.05, 0.025],
                lr_times_steps=2.0, sharpness_images=128, official_layer="blocks.1.conv1.weight"),
     "book": dict(BASE, train_limit=2560, test_limit=None, model="resnet8", width=8,
-                 lrs=[0.05, 0.025, 0.0125, 0.00625, 0.003125], official_layer="blocks.1.conv1.weight"),
+                 lrs=[0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625, 0.003125], official_layer="blocks.1.conv1.weight"),
     "paper": dict(BASE, train_limit=None, test_limit=None, model="resnet56", width=16,
                   lrs=[0.05, 0.025, 0.0125, 0.00625, 0.003125, 3.125e-4, 3.125e-5, 3.125e-6],
                   official_layer="blocks.14.conv1.weight"),
