@@ -285,3 +285,19 @@ def test_a_state_dict_of_other_settings_is_refused():
     _train(net, opt, _batches(2))
     with pytest.raises(ValueError, match="other settings: {'every': 2}"):
         LocalCFL(_net().parameters(), 0.1, every=3).load_state_dict(opt.state_dict())
+
+
+def test_full_batch_twins_resume_bit_exactly_from_a_checkpoint(tmp_path):
+    cfg = experiments.get("local-cfl-pde").config("ci")
+    task = local_cfl.CFLTask("pde", "local-cfl", 0.07, cfg, tmp_path / "task.npz")
+    make_model, loss_of = local_cfl.problem(task)
+    common = dict(steps=12, sharpness_every=5, tick=lambda: None)
+    whole = local_cfl.train_twins(make_model, loss_of, "local-cfl", 0.07, cfg, **common)
+    ckpt = tmp_path / "twins.pt"
+    local_cfl.train_twins(make_model, loss_of, "local-cfl", 0.07, cfg, steps=7, sharpness_every=5,
+                          tick=lambda: None, checkpoint=ckpt, checkpoint_every=3)   # stopped after step 6
+    resumed = local_cfl.train_twins(make_model, loss_of, "local-cfl", 0.07, cfg, **common, checkpoint=ckpt,
+                                    checkpoint_every=3)
+    for key in whole:
+        if key != "process_time_s":
+            assert np.array_equal(whole[key], resumed[key], equal_nan=True), key

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pdeeos import cnnpde, sharpness, spread
+from pdeeos import cnnpde, results, sharpness, spread
 from pdeeos import eos_networks as en
 from pdeeos.experiments import perturbed_sgd
 from pdeeos.experiments import Experiment, RunContext, RunOutput
@@ -113,15 +113,30 @@ def _flat(model: nn.Module) -> torch.Tensor:
 
 def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Module], torch.Tensor], method: str,
                 lr: float, cfg: dict[str, Any], *, steps: int, sharpness_every: int,
-                tick: Callable[[], None]) -> dict[str, np.ndarray]:
+                tick: Callable[[], None], checkpoint: Path | None = None,
+                checkpoint_every: int = 50) -> dict[str, np.ndarray]:
     """Full-batch training of the :math:`k = 1` / :math:`k = 3` twins of ``method``; loss, RelL1, step
-    sizes, sharpness and cost per step (``tick`` after every tenth of the steps)."""
+    sizes, sharpness and cost per step (``tick`` after every tenth of the steps). With ``checkpoint`` the
+    twins, their optimizers and the records so far are saved there every ``checkpoint_every`` steps, and a
+    run started again resumes from the file bit-exactly."""
     twins = [make_model() for _ in range(2)]
     opts = [make_optimizer(method, m.parameters(), lr, cfg, k) for m, k in zip(twins, (1, TWIN_K))]
     params = list(twins[0].parameters())
-    loss, rel, rates, hvps, probe_steps, lam, lam_eff = [], [], [], [], [], [], []
-    busy, marks = 0.0, set(np.linspace(0, steps, 11).astype(int)[1:])
-    for t in range(steps + 1):
+    records = {"loss": [], "rel": [], "rates": [], "hvps": [], "probe_steps": [], "lam": [], "lam_eff": [],
+               "busy": 0.0, "t": 0}
+    if checkpoint is not None and (state := results.load_checkpoint(checkpoint)) is not None:
+        for model, opt, model_state, opt_state in zip(twins, opts, state["models"], state["optimizers"]):
+            model.load_state_dict(model_state)
+            opt.load_state_dict(opt_state)
+        records = state["records"]
+    loss, rel, rates, hvps = records["loss"], records["rel"], records["rates"], records["hvps"]
+    probe_steps, lam, lam_eff = records["probe_steps"], records["lam"], records["lam_eff"]
+    busy, marks = records["busy"], set(np.linspace(0, steps, 11).astype(int)[1:])
+    for t in range(records["t"], steps + 1):
+        if checkpoint is not None and t > records["t"] and t % checkpoint_every == 0:
+            records.update(busy=busy, t=t)
+            results.save_checkpoint(checkpoint, {"models": [m.state_dict() for m in twins],
+                                                 "optimizers": [o.state_dict() for o in opts], "records": records})
         with torch.no_grad():
             loss.append(float(loss_of(twins[0])))
             rel.append(rel_l1(_flat(twins[0]), _flat(twins[1])))
@@ -199,7 +214,8 @@ def run_task(task: CFLTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     torch.set_num_threads(1)
     make_model, loss_of = problem(task)
     out = train_twins(make_model, loss_of, task.method, task.lr, task.config, steps=task.config["steps"],
-                      sharpness_every=task.config["sharpness_every"], tick=tick)
+                      sharpness_every=task.config["sharpness_every"], tick=tick,
+                      checkpoint=task.checkpoint.with_suffix(".pt"))
     np.savez(task.checkpoint, **out)
     return out
 
