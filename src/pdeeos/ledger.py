@@ -195,9 +195,8 @@ THRESHOLD_RULE = ("A run amplifies when its RelL1 over the last tenth of its epo
 
 
 def _brackets(s: dict) -> tuple[bool, bool]:
-    """Whether the whole network and the official layer each bracket a threshold (some rates amplify, some not)."""
-    return (0 < sum(s["amplified"]) < len(s["amplified"]),
-            0 < sum(s["amplified_layer"]) < len(s["amplified_layer"]))
+    """Whether the whole network and the official layer each bracket a threshold."""
+    return lr_threshold.measured(s), lr_threshold.measured(s, "amplified_layer")
 
 
 def _threshold(runs: Runs) -> tuple[str, str]:

@@ -307,8 +307,7 @@ class ResNetTask:
 
 def resnet_config(cfg: dict[str, Any], method: str, activation: str) -> dict[str, Any]:
     """The chapter-6 protocol config of one method and activation (Adam at its own rate)."""
-    optimizer = {"sgd": "sgd", "adam": "adam", "local-cfl": "local-cfl", "global-cfl": "global-cfl"}[method]
-    return dict(cfg, optimizer=optimizer, activation=activation,
+    return dict(cfg, optimizer=method, activation=activation,
                 lr=cfg["adam_lr"] if method == "adam" else cfg["lr"])
 
 
@@ -326,8 +325,6 @@ def run_resnet_task(task: ResNetTask, tick: Callable[[], None]) -> dict[str, np.
     cfg = resnet_config(task.config, task.method, task.activation)
     out = perturbed_sgd.train_seed(perturbed_sgd.SeedTask(cfg, task.seed, False, task.device, task.checkpoint),
                                    timed_tick)
-    if clock.exists():
-        spent, start = json.loads(clock.read_text())["process_time_s"], time.process_time()
     return {key: out[key] for key in ("test_acc", "rel_l1", "predictions", "hvps")} | {
         "process_time_s": np.array(spent + time.process_time() - start)}
 

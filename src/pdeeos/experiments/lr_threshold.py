@@ -177,9 +177,10 @@ def run(ctx: RunContext) -> RunOutput:
                              "test_acc": acc, "final_sharpness": final_sharpness}, summary=summary)
 
 
-def measured(summary: dict[str, Any]) -> bool:
-    """Whether a stored run brackets the threshold: some tested rates amplify and some do not."""
-    return 0 < sum(summary["amplified"]) < len(summary["amplified"])
+def measured(summary: dict[str, Any], key: str = "amplified") -> bool:
+    """Whether a stored run brackets the threshold: some tested rates amplify and some do not, by the
+    whole network (``key="amplified"``) or by the official layer (``"amplified_layer"``)."""
+    return 0 < sum(summary[key]) < len(summary[key])
 
 
 def outcome(summary: dict[str, Any]) -> str:
