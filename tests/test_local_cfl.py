@@ -301,3 +301,19 @@ def test_full_batch_twins_resume_bit_exactly_from_a_checkpoint(tmp_path):
     for key in whole:
         if key != "process_time_s":
             assert np.array_equal(whole[key], resumed[key], equal_nan=True), key
+
+
+@pytest.mark.parametrize("name", ["local-cfl-pde", "local-cfl-tanh"])
+def test_stored_full_batch_summaries_follow_from_their_arrays(name):
+    """Every number the chapter and the ledger read is recomputed from the stored curves."""
+    from pdeeos import results
+
+    if not results.stored_scales(name):
+        pytest.skip(f"{name} is not stored")
+    run = results.load_run(name)
+    keys = list(run.summary["runs"])
+    outs = {key: {field[len(key) + 1:]: run.arrays[field] for field in run.arrays if field.startswith(key + "_")}
+            for key in keys}
+    target, recomputed = local_cfl.summarise_tasks(outs, run.config)
+    assert target == run.summary["target_loss"]
+    assert recomputed == run.summary["runs"]

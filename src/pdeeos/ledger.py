@@ -555,12 +555,14 @@ def _local_cfl_tanh(runs: Runs) -> tuple[str, str]:
     s = runs["local-cfl-tanh"].summary
     lr = s["lrs"][0]
     mine, glob, sgd = (s["runs"][f"{m}_lr{lr:.6g}"] for m in ("local-cfl", "global-cfl", "sgd"))
+    adam = s["runs"][f"adam_lr{s['adam_lrs'][0]:.6g}"]
     quiet = mine["max_rel_l1"] < s["onset_rel_l1"]
     fast = mine["final_loss"] <= glob["final_loss"]
     ours = (f"LocalCFL: twins ≤ {mine['max_rel_l1']:.2g}, loss {mine['final_loss']:.4g}, effective sharpness ≤ "
             f"{mine['max_effective_sharpness']:.3g}, time {mine['time_vs_sgd']:.2f}× SGD; global step: twins ≤ "
             f"{glob['max_rel_l1']:.2g}, loss {glob['final_loss']:.4g}; SGD: twins ≤ {sgd['max_rel_l1']:.2g}, "
-            f"loss {sgd['final_loss']:.4g}")
+            f"loss {sgd['final_loss']:.4g}; Adam at {s['adam_lrs'][0]:g}: twins ≤ {adam['max_rel_l1']:.2g}, "
+            f"loss {adam['final_loss']:.2g}")
     return ours, {2: "reproduced", 1: "partly", 0: "not reproduced"}[quiet + fast]
 
 

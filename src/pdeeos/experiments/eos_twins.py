@@ -38,7 +38,7 @@ PERSIST = 5
 (with 9 to 27 weights, one weight passing near zero makes one-step spikes of the RelL1)."""
 
 LOOKBACK = 20
-"""Steps before the onset over which :func:`summarise` takes the largest :math:`\eta\lambda_{\max}`."""
+r"""Steps before the onset over which :func:`summarise` takes the largest :math:`\eta\lambda_{\max}`."""
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,20 @@ def tasks_of(cfg: dict[str, Any], checkpoints: Path) -> list[CFLTask]:
     return [CFLTask(cfg["problem"], method, lr, cfg, checkpoints / f"{method}_lr{lr:.6g}.npz") for method, lr in runs]
 
 
+def summarise_tasks(outs: dict[str, dict[str, np.ndarray]],
+                    cfg: dict[str, Any]) -> tuple[float | None, dict[str, dict[str, Any]]]:
+    """The target loss (the lowest final loss of the stable references) and every task's numbers, its
+    processor time per step compared with the mean of the SGD runs'."""
+    references = [outs[f"sgd_lr{lr:.6g}"]["loss"][-1] for lr in cfg["reference_lrs"]]
+    target = float(np.min(references)) if references else None
+    runs = {key: summarise(out, target=target, rtol=cfg["target_rtol"], onset=cfg["onset_rel_l1"])
+            for key, out in outs.items()}
+    sgd_step = np.mean([r["process_time_per_step_s"] for key, r in runs.items() if key.startswith("sgd_")])
+    for r in runs.values():
+        r["time_vs_sgd"] = r["process_time_per_step_s"] / sgd_step
+    return target, runs
+
+
 def run(ctx: RunContext) -> RunOutput:
     """Every task in worker processes; the target loss is the lowest final loss of the stable references,
     and every run's processor time per step is compared with the mean of the SGD runs'."""
@@ -261,14 +275,8 @@ def run(ctx: RunContext) -> RunOutput:
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = tasks_of(cfg, ctx.checkpoint_dir)
     outs = dict(zip((t.key for t in tasks), ctx.map(run_task, tasks, units=10, desc=ctx.experiment)))
-    references = [outs[f"sgd_lr{lr:.6g}"]["loss"][-1] for lr in cfg["reference_lrs"]]
-    target = float(np.min(references)) if references else None
+    target, runs = summarise_tasks(outs, cfg)
     arrays = {f"{key}_{name}": value for key, out in outs.items() for name, value in out.items()}
-    runs = {key: summarise(out, target=target, rtol=cfg["target_rtol"], onset=cfg["onset_rel_l1"])
-            for key, out in outs.items()}
-    sgd_step = np.mean([r["process_time_per_step_s"] for key, r in runs.items() if key.startswith("sgd_")])
-    for r in runs.values():
-        r["time_vs_sgd"] = r["process_time_per_step_s"] / sgd_step
     summary = {"methods": list(METHODS), "lrs": cfg["lrs"], "adam_lrs": cfg["adam_lrs"],
                "reference_lrs": cfg["reference_lrs"], "twin_k": TWIN_K, "target_loss": target,
                "regions": region_names(tasks[0]), "target_rtol": cfg["target_rtol"],
