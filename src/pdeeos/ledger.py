@@ -546,9 +546,13 @@ def _local_cfl_pde(runs: Runs) -> tuple[str, str]:
     return ours, "reproduced" if fast else "partly"
 
 
-LOCAL_CFL_TANH_RULE = ("on the tanh network at η = 2/30: reproduced if LocalCFL's twins stay below a RelL1 of 1e-10 "
-                       "and its final loss is at most the global stable step's; partly if only one of the two holds; "
-                       "not reproduced if neither")
+TANH_ROUNDING_REL_L1 = 1e-12
+"""Rounding level for the tanh twins: their RelL1 while every method is still plain gradient descent stays
+near 1e-15, and SGD's pass 1e-12 ten steps before the 1e-10 onset."""
+
+LOCAL_CFL_TANH_RULE = ("on the tanh network at η = 2/30: reproduced if LocalCFL's twins stay below a RelL1 of 1e-12 "
+                       "(rounding level) at every step and its loss is at most the global stable step's at every "
+                       "step; partly if only one of the two holds; not reproduced if neither")
 
 
 def _local_cfl_tanh(runs: Runs) -> tuple[str, str]:
@@ -556,13 +560,15 @@ def _local_cfl_tanh(runs: Runs) -> tuple[str, str]:
     lr = s["lrs"][0]
     mine, glob, sgd = (s["runs"][f"{m}_lr{lr:.6g}"] for m in ("local-cfl", "global-cfl", "sgd"))
     adam = s["runs"][f"adam_lr{s['adam_lrs'][0]:.6g}"]
-    quiet = mine["max_rel_l1"] < s["onset_rel_l1"]
-    fast = mine["final_loss"] <= glob["final_loss"]
+    quiet = mine["max_rel_l1"] < TANH_ROUNDING_REL_L1
+    arrays = runs["local-cfl-tanh"].arrays
+    behind = arrays[f"local-cfl_lr{lr:.6g}_loss"] > arrays[f"global-cfl_lr{lr:.6g}_loss"]
+    fast = not behind.any()
     ours = (f"LocalCFL: twins ≤ {mine['max_rel_l1']:.2g}, loss {mine['final_loss']:.4g}, effective sharpness ≤ "
             f"{mine['max_effective_sharpness']:.3g}, time {mine['time_vs_sgd']:.2f}× SGD; global step: twins ≤ "
             f"{glob['max_rel_l1']:.2g}, loss {glob['final_loss']:.4g}; SGD: twins ≤ {sgd['max_rel_l1']:.2g}, "
             f"loss {sgd['final_loss']:.4g}; Adam at {s['adam_lrs'][0]:g}: twins ≤ {adam['max_rel_l1']:.2g}, "
-            f"loss {adam['final_loss']:.2g}")
+            f"loss {adam['final_loss']:.2g}; LocalCFL behind the global step at {behind.sum()} of {behind.size} steps")
     return ours, {2: "reproduced", 1: "partly", 0: "not reproduced"}[quiet + fast]
 
 
