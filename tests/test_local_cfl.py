@@ -317,3 +317,22 @@ def test_stored_full_batch_summaries_follow_from_their_arrays(name):
     target, recomputed = local_cfl.summarise_tasks(outs, run.config)
     assert target == run.summary["target_loss"]
     assert recomputed == run.summary["runs"]
+
+
+def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(tmp_path):
+    from pdeeos import ledger
+
+    tanh = experiments.run_experiment("local-cfl-tanh", "ci", device="cpu", root=tmp_path, show_progress=False)
+    resnet = experiments.run_experiment("local-cfl-resnet", "ci", device="cpu", root=tmp_path, show_progress=False)
+    lr = tanh.summary["lrs"][0]
+    assert (tanh.arrays[f"sgd_lr{lr:.6g}_step_sizes"] == lr).all()
+    assert (tanh.arrays[f"local-cfl_lr{lr:.6g}_step_sizes"] <= lr).all()
+    assert tanh.arrays[f"local-cfl_lr{lr:.6g}_step_sizes"].shape[1] == len(tanh.summary["regions"]) == 6
+    runs = resnet.summary["runs"]
+    assert set(runs) == {f"swish_{m}" for m in local_cfl.METHODS}
+    assert runs["swish_sgd"]["hvps_per_step"] == runs["swish_adam"]["hvps_per_step"] == 0
+    assert runs["swish_local-cfl"]["hvps_per_step"] > 0 and runs["swish_global-cfl"]["hvps_per_step"] > 0
+    assert runs["swish_sgd"]["time_vs_sgd"] == 1
+    verdicts = {row.claim.item: row.verdict for row in ledger.rows(tmp_path, chapter="08-local-cfl")}
+    assert verdicts["Local CFL: PDE"] == "not yet run"
+    assert {verdicts["Local CFL: tanh"], verdicts["Local CFL: ResNets"]} <= set(ledger.VERDICTS)
