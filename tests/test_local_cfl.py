@@ -333,6 +333,10 @@ def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(t
     assert runs["swish_sgd"]["hvps_per_step"] == runs["swish_adam"]["hvps_per_step"] == 0
     assert runs["swish_local-cfl"]["hvps_per_step"] > 0 and runs["swish_global-cfl"]["hvps_per_step"] > 0
     assert runs["swish_sgd"]["time_vs_sgd"] == 1
+    ratio = resnet.arrays["swish_local-cfl_step_ratio"]
+    assert ratio.shape == (len(resnet.config["seeds"]), len(resnet.summary["regions"]))
+    assert (ratio <= 1).all() and runs["swish_local-cfl"]["min_step_ratio"] == ratio.min()
+    assert set(runs["swish_local-cfl"]["capped_at_end"]) <= set(resnet.summary["regions"])
     verdicts = {row.claim.item: row.verdict for row in ledger.rows(tmp_path, chapter="08-local-cfl")}
     assert verdicts["Local CFL: PDE"] == "not yet run"
     assert {verdicts["Local CFL: tanh"], verdicts["Local CFL: ResNets"]} <= set(ledger.VERDICTS)

@@ -287,7 +287,11 @@ def run(ctx: RunContext) -> RunOutput:
 def region_names(task: CFLTask) -> list[str]:
     """The names of the local-cfl method's regions, in parameter order (tiles as ``name[rows, cols]``)."""
     model = problem(task)[0]()
-    opt = make_optimizer("local-cfl", model.parameters(), 1.0, task.config, 1)
+    return regions_of(model, make_optimizer("local-cfl", model.parameters(), 1.0, task.config, 1))
+
+
+def regions_of(model: nn.Module, opt: LocalCFL) -> list[str]:
+    """The names of ``opt``'s regions of ``model``, in parameter order (tiles as ``name[rows, cols]``)."""
     names = []
     for name, p in model.named_parameters():
         for _, index in opt._regions_of(p):
@@ -333,7 +337,8 @@ def run_resnet_task(task: ResNetTask, tick: Callable[[], None]) -> dict[str, np.
     cfg = resnet_config(task.config, task.method, task.activation)
     out = perturbed_sgd.train_seed(perturbed_sgd.SeedTask(cfg, task.seed, False, task.device, task.checkpoint),
                                    timed_tick)
-    return {key: out[key] for key in ("test_acc", "rel_l1", "predictions", "hvps")} | {
+    kept = ("test_acc", "rel_l1", "predictions", "hvps", "region_steps", "region_sharpness")
+    return {key: out[key] for key in kept if key in out} | {
         "process_time_s": np.array(spent + time.process_time() - start)}
 
 
@@ -343,7 +348,9 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     cfg = ctx.config
     train, _, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
     for activation in cfg["activations"]:   # a bad config fails here, before any training
-        perturbed_sgd.build_model(resnet_config(cfg, "sgd", activation), train)
+        model = perturbed_sgd.build_model(resnet_config(cfg, "local-cfl", activation), train)
+    regions = regions_of(model, perturbed_sgd.train_config(resnet_config(cfg, "local-cfl", activation), 0)
+                         .make_optimizer(model, 1))
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = [ResNetTask(m, a, seed, cfg, str(ctx.device), ctx.checkpoint_dir / f"{a}-{m}-seed{seed}.pt")
              for a in cfg["activations"] for m in METHODS for seed in cfg["seeds"]]
@@ -351,7 +358,7 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     steps = perturbed_sgd.steps_per_epoch(cfg, len(train.y)) * cfg["epochs"]
     twin = list(cfg["ks"]).index(TWIN_K)
     arrays, summary = {}, {"data": described, "methods": list(METHODS), "activations": cfg["activations"],
-                           "steps": steps, "twin_k": TWIN_K, "runs": {}}
+                           "steps": steps, "twin_k": TWIN_K, "regions": regions, "runs": {}}
     for a in cfg["activations"]:
         for m in METHODS:
             mine = [o for t, o in zip(tasks, outs) if (t.activation, t.method) == (a, m)]
@@ -366,6 +373,12 @@ def run_resnet(ctx: RunContext) -> RunOutput:
             summary["runs"][key] = spread.summarize(final, predictions) | {
                 "final_rel_l1": float(np.median(rel[:, -1])), "process_time_s": time_s,
                 "hvps_per_step": float(np.mean([o["hvps"] for o in mine])) / steps}
+            if m == "local-cfl":
+                step_ratio = np.stack([o["region_steps"] for o in mine]) / cfg["lr"]
+                arrays |= {f"{key}_step_ratio": step_ratio,
+                           f"{key}_region_sharpness": np.stack([o["region_sharpness"] for o in mine])}
+                summary["runs"][key] |= {"capped_at_end": [n for n, r in zip(regions, step_ratio.min(axis=0)) if r < 1],
+                                         "min_step_ratio": float(step_ratio.min())}
         sgd_time = summary["runs"][f"{a}_sgd"]["process_time_s"]
         for m in METHODS:
             summary["runs"][f"{a}_{m}"]["time_vs_sgd"] = summary["runs"][f"{a}_{m}"]["process_time_s"] / sgd_time

@@ -27,6 +27,7 @@ import torch
 from pdeeos import data, models, spread
 from pdeeos.experiments import Experiment, RunContext, RunOutput, Tick
 from pdeeos.metrics import rel_l1
+from pdeeos.optim import LocalCFL
 from pdeeos.training import DTYPES, LockstepTrainer, Split, TrainConfig, set_deterministic
 
 KS = (1, 3, 5, 7, 9, 11)
@@ -137,7 +138,16 @@ def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
     trainer.train(checkpoint=task.checkpoint, progress=ticking)
     return {**trainer.history.arrays(), "predictions": trainer.predictions().numpy(),
             "final_weights": torch.stack(trainer.flat_weights()).double().cpu().numpy(),
-            "hvps": np.array(getattr(trainer.optimizers[0], "hvps", 0))}
+            "hvps": np.array(getattr(trainer.optimizers[0], "hvps", 0)), **region_records(trainer.optimizers[0])}
+
+
+def region_records(opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    r"""A LocalCFL optimizer's step size :math:`\eta_r` and curvature :math:`\rho_r` of every region at the
+    end, in parameter order (nothing for other optimizers)."""
+    if not isinstance(opt, LocalCFL):
+        return {}
+    return {"region_steps": np.array([r for rates in opt.step_sizes() for r in rates]),
+            "region_sharpness": np.array([r for rhos in opt.sharpness() for r in rhos])}
 
 
 def rel_l1_between_seeds(weights: list[np.ndarray], copy: int = 0) -> float:
