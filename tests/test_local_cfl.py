@@ -342,3 +342,17 @@ def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(t
     verdicts = {row.claim.item: row.verdict for row in ledger.rows(tmp_path, chapter="08-local-cfl")}
     assert verdicts["Local CFL: PDE"] == "not yet run"
     assert {verdicts["Local CFL: tanh"], verdicts["Local CFL: ResNets"]} <= set(ledger.VERDICTS)
+
+
+def test_pde_comparison_from_other_kernels_starts_from_each_seeds_draw(tmp_path):
+    run = experiments.run_experiment("local-cfl-pde-kernels", "ci", device="cpu", root=tmp_path, show_progress=False)
+    seeds = run.config["kernel_seeds"]
+    assert list(run.summary["by_kernel"]) == [str(s) for s in seeds]
+    first_losses = {run.arrays[f"kernel{s}_sgd_lr0.07_loss"][0] for s in seeds}
+    assert len(first_losses) == len(seeds)   # a different initial kernel each
+    for s in seeds:
+        runs = run.summary["by_kernel"][str(s)]["runs"]
+        assert set(runs) == {"sgd_lr0.07", "local-cfl_lr0.07", "global-cfl_lr0.07", "sgd_lr0.03"}
+        assert runs["sgd_lr0.07"]["time_vs_sgd"] > 0
+    official = local_cfl.Kernel(6).kernel
+    assert torch.equal(local_cfl.Kernel(6, 7).kernel, official) and not torch.equal(local_cfl.Kernel(6, 0).kernel, official)
