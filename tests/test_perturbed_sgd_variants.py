@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pdeeos import results
-from pdeeos.experiments import get
+from pdeeos.experiments import get, perturbed_sgd
 from pdeeos import spread
 from pdeeos.experiments.perturbed_sgd import CONFIGS, VARIANTS
 
@@ -51,3 +51,23 @@ def test_stored_runs_match_their_experiment(name):
             np.testing.assert_allclose(run.summary[key], value, err_msg=key)
         assert run.summary["steps_at_large_lr"] >= (2_500 if scale == "book" else 1)
         assert run.provenance["scale"] == scale and run.provenance["dtype"]
+
+
+def _rel_l1(final: float, growth_per_epoch: float, epochs: int = 50) -> np.ndarray:
+    """seeds × epochs × ks: every k > 1 copy at ``final`` in the last epoch, growing geometrically."""
+    curve = final * growth_per_epoch ** (np.arange(epochs) - (epochs - 1))
+    out = np.zeros((3, epochs, 4))
+    out[:, :, 1:] = curve[None, :, None]
+    return out
+
+
+@pytest.mark.parametrize("final, growth, ratio_ci, expected", [
+    (0.1, 1.1, [0.11, 0.13], "inconclusive"),      # still approaching: a small ratio proves nothing yet
+    (1.2, 1.0, [0.11, 0.13], "partly"),            # apart and settled: the spread verdict stands
+    (1e-6, 1.0, [0.0, 0.05], "not reproduced"),    # at rounding level and flat: the effect is absent
+    (0.1, 1.1, [0.85, 0.95], "reproduced"),        # a reproduced spread is never downgraded
+])
+def test_a_run_still_approaching_the_seeds_distance_is_inconclusive(final, growth, ratio_ci, expected):
+    summary = {"churn_ratio_ci": ratio_ci, "anova_p_seed": 0.5, "rel_l1_between_seeds": 1.3,
+               "steps_at_large_lr": 40 * 50, "steps_per_epoch": 40}
+    assert perturbed_sgd.verdict(summary, _rel_l1(final, growth)) == expected

@@ -183,15 +183,17 @@ def measured(summary: dict[str, Any], key: str = "amplified") -> bool:
     return 0 < sum(summary[key]) < len(summary[key])
 
 
-def outcome(summary: dict[str, Any]) -> str:
-    """What a stored run's ``summary`` says of the threshold, in one sentence."""
-    lrs = summary["lrs"]
-    if measured(summary):
-        return f"largest learning rate below every amplifying one: {summary['threshold_lr']:.3g}"
-    if any(summary["amplified"]):
+def outcome(summary: dict[str, Any], key: str = "amplified") -> str:
+    """What a stored run's ``summary`` says of the threshold, in one sentence, by the whole network
+    (``key="amplified"``) or by the official layer (``"amplified_layer"``)."""
+    lrs, amplified = summary["lrs"], summary[key]
+    threshold = summary["threshold_lr" if key == "amplified" else "threshold_lr_layer"]
+    if measured(summary, key):
+        return f"largest learning rate below every amplifying one: {threshold:.3g}"
+    if any(amplified):
         return f"every tested learning rate amplifies, down to {min(lrs):.3g}: the threshold lies below"
     return (f"no tested learning rate ({min(lrs):.3g}–{max(lrs):.3g}) amplifies: the threshold is not "
-            f"reached (it is at least {summary['threshold_lr']:.3g})")
+            f"reached (it is at least {threshold:.3g})")
 
 
 def _experiment(name: str, summary: str, activation: str) -> Experiment:

@@ -285,7 +285,37 @@ def protocol(name: str, scale: str = "book") -> dict[str, Any]:
             "steps @ lr": ", ".join(f"{n:,} @ {lr:.0e}" for lr, n in stages)}
 
 
-def spread_row(summary: dict[str, Any]) -> dict[str, Any]:
+APART_SHARE = 0.5
+"""The k-copies count as apart when their distance to the k = 1 copy reaches this share of the distance
+between independent runs (the seeds)."""
+GROWING = 1.5
+"""The k-copies count as still approaching when their distance grew by this factor over the last fifth of
+the large-learning-rate phase."""
+VERDICT_RULE = (f"{spread.VERDICT_RULE}; but a run whose k-copies end less than {APART_SHARE} × the RelL1 "
+                f"between seeds apart and whose distance still grew {GROWING}-fold over the last fifth of the "
+                "large-lr phase is inconclusive unless reproduced (too short at the large lr to show the "
+                "spread over k it is heading for)")
+
+
+def approach(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, float]:
+    """How far the k-copies are from the k = 1 copy at the end (median RelL1 over seeds and k > 1, from
+    ``rel_l1``: seeds × epochs × ks) against independent runs, and how much that distance grew over the
+    last fifth of the large-learning-rate phase."""
+    median = np.median(rel_l1[:, :, 1:], axis=(0, 2))
+    large = summary["steps_at_large_lr"] // summary["steps_per_epoch"]
+    return {"copies_rel_l1": float(median[-1]), "seeds_rel_l1": summary["rel_l1_between_seeds"],
+            "late_growth": float(median[large - 1] / median[large - 1 - large // 5])}
+
+
+def verdict(summary: dict[str, Any], rel_l1: np.ndarray) -> str:
+    """:func:`pdeeos.spread.verdict`, made inconclusive where the k-copies are still approaching
+    (:data:`VERDICT_RULE`)."""
+    found, a = spread.verdict(summary), approach(summary, rel_l1)
+    approaching = a["copies_rel_l1"] < APART_SHARE * a["seeds_rel_l1"] and a["late_growth"] >= GROWING
+    return "inconclusive" if approaching and found != "reproduced" else found
+
+
+def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
     """A stored run's spreads with their 95 % intervals and the ledger's verdict, as one table row."""
     def ci(key: str, digits: int = 2) -> str:
         lo, hi = summary[f"{key}_ci"]
@@ -298,4 +328,6 @@ def spread_row(summary: dict[str, Any]) -> dict[str, Any]:
             "churn over seeds (%)": summary["churn_over_seeds"],
             "95 % CI (churn seeds)": ci("churn_over_seeds", 1),
             "churn ratio": summary["churn_ratio"], "95 % CI (ratio)": ci("churn_ratio"),
-            "ANOVA p (seed)": summary["anova_p_seed"], "verdict": spread.verdict(summary)}
+            "ANOVA p (seed)": summary["anova_p_seed"],
+            "RelL1 k-copies / seeds": "{copies_rel_l1:.2g} / {seeds_rel_l1:.2g}".format(**approach(summary, rel_l1)),
+            "verdict": verdict(summary, rel_l1)}
