@@ -328,6 +328,6 @@ def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
             "churn over seeds (%)": summary["churn_over_seeds"],
             "95 % CI (churn seeds)": ci("churn_over_seeds", 1),
             "churn ratio": summary["churn_ratio"], "95 % CI (ratio)": ci("churn_ratio"),
-            "ANOVA p (seed)": summary["anova_p_seed"],
+            "ANOVA p (seed)": f"{summary['anova_p_seed']:.2g}",
             "RelL1 k-copies / seeds": "{copies_rel_l1:.2g} / {seeds_rel_l1:.2g}".format(**approach(summary, rel_l1)),
             "verdict": verdict(summary, rel_l1)}
