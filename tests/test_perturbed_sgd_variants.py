@@ -69,5 +69,14 @@ def _rel_l1(final: float, growth_per_epoch: float, epochs: int = 50) -> np.ndarr
 ])
 def test_a_run_still_approaching_the_seeds_distance_is_inconclusive(final, growth, ratio_ci, expected):
     summary = {"churn_ratio_ci": ratio_ci, "anova_p_seed": 0.5, "rel_l1_between_seeds": 1.3,
-               "steps_at_large_lr": 40 * 50, "steps_per_epoch": 40}
+               "steps_at_large_lr": 40 * 50, "steps_per_epoch": 40, "paper_protocol": {"steps_at_large_lr": 15640}}
     assert perturbed_sgd.verdict(summary, _rel_l1(final, growth)) == expected
+
+
+def test_copies_approaching_too_slowly_for_the_papers_budget_keep_their_verdict():
+    """Growing ×1.001 per epoch (40 steps) from 0.1, the copies need ~77,000 more steps to be apart."""
+    summary = {"churn_ratio_ci": [0.11, 0.13], "anova_p_seed": 0.5, "rel_l1_between_seeds": 1.3,
+               "steps_at_large_lr": 40 * 50, "steps_per_epoch": 40, "paper_protocol": {"steps_at_large_lr": 15640}}
+    found = perturbed_sgd.approach(summary, _rel_l1(0.1, 1.001))
+    assert found["steps_to_apart"] == pytest.approx(40 * np.log(6.5) / np.log(1.001), rel=1e-6)
+    assert perturbed_sgd.verdict(summary, _rel_l1(0.1, 1.001)) == "partly"

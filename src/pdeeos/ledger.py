@@ -145,8 +145,8 @@ def _spread_text(s: Mapping) -> str:
 
 def _perturbed(run: results.StoredRun) -> tuple[str, str]:
     s, a = run.summary, perturbed_sgd.approach(run.summary, run.arrays["rel_l1"])
-    return (f"{_spread_text(s)}; k-copies end RelL1 {a['copies_rel_l1']:.2g} from k = 1 (seeds "
-            f"{a['seeds_rel_l1']:.2g}), ×{a['late_growth']:.2g} over the last fifth at the large lr",
+    return (f"{_spread_text(s)}; at the end of the large lr the k-copies are RelL1 {a['copies_rel_l1']:.2g} "
+            f"from k = 1 (seeds {a['seeds_rel_l1']:.2g}), growing ×{a['growth_per_1000_steps']:.2g} per 1,000 steps",
             perturbed_sgd.verdict(s, run.arrays["rel_l1"]))
 
 

@@ -288,30 +288,34 @@ def protocol(name: str, scale: str = "book") -> dict[str, Any]:
 APART_SHARE = 0.5
 """The k-copies count as apart when their distance to the k = 1 copy reaches this share of the distance
 between independent runs (the seeds)."""
-GROWING = 1.5
-"""The k-copies count as still approaching when their distance grew by this factor over the last fifth of
-the large-learning-rate phase."""
-VERDICT_RULE = (f"{spread.VERDICT_RULE}; but a run whose k-copies end less than {APART_SHARE} × the RelL1 "
-                f"between seeds apart and whose distance still grew {GROWING}-fold over the last fifth of the "
-                "large-lr phase is inconclusive unless reproduced (too short at the large lr to show the "
-                "spread over k it is heading for)")
+VERDICT_RULE = (f"{spread.VERDICT_RULE}; but unless reproduced, a run is inconclusive while its k-copies are "
+                f"still approaching: less than {APART_SHARE} × the RelL1 between seeds apart at the end of the "
+                "large-lr phase, and growing fast enough (log-linear fit over its last fifth) to get there "
+                "within the paper's number of steps at the large lr")
 
 
 def approach(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, float]:
-    """How far the k-copies are from the k = 1 copy at the end (median RelL1 over seeds and k > 1, from
-    ``rel_l1``: seeds × epochs × ks) against independent runs, and how much that distance grew over the
-    last fifth of the large-learning-rate phase."""
-    median = np.median(rel_l1[:, :, 1:], axis=(0, 2))
-    large = summary["steps_at_large_lr"] // summary["steps_per_epoch"]
+    r"""How far the k-copies are from the k = 1 copy at the end of the large-learning-rate phase (median
+    RelL1 :math:`d` over seeds and k > 1, from ``rel_l1``: seeds × epochs × ks) against independent runs,
+    their growth rate :math:`g` (least-squares slope of :math:`\log d` per step over the last fifth of
+    that phase), and the steps :math:`\log(s\,d_{\text{seeds}}/d)/g` they would still need to be apart
+    at that rate (0 if apart, infinite if not growing)."""
+    per_epoch = summary["steps_per_epoch"]
+    large = summary["steps_at_large_lr"] // per_epoch
+    median = np.median(rel_l1[:, :large, 1:], axis=(0, 2))
+    window = np.arange(large - max(large // 5, 2), large)
+    rate = float(np.polyfit(window * per_epoch, np.log(median[window]), 1)[0])
+    gap = np.log(APART_SHARE * summary["rel_l1_between_seeds"] / median[-1])
+    needed = 0.0 if gap <= 0 else (float(gap / rate) if rate > 0 else float("inf"))
     return {"copies_rel_l1": float(median[-1]), "seeds_rel_l1": summary["rel_l1_between_seeds"],
-            "late_growth": float(median[large - 1] / median[large - 1 - large // 5])}
+            "growth_per_1000_steps": float(np.exp(1000 * rate)), "steps_to_apart": needed}
 
 
 def verdict(summary: dict[str, Any], rel_l1: np.ndarray) -> str:
     """:func:`pdeeos.spread.verdict`, made inconclusive where the k-copies are still approaching
     (:data:`VERDICT_RULE`)."""
-    found, a = spread.verdict(summary), approach(summary, rel_l1)
-    approaching = a["copies_rel_l1"] < APART_SHARE * a["seeds_rel_l1"] and a["late_growth"] >= GROWING
+    found, needed = spread.verdict(summary), approach(summary, rel_l1)["steps_to_apart"]
+    approaching = 0 < needed and summary["steps_at_large_lr"] + needed <= summary["paper_protocol"]["steps_at_large_lr"]
     return "inconclusive" if approaching and found != "reproduced" else found
 
 
@@ -330,4 +334,5 @@ def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
             "churn ratio": summary["churn_ratio"], "95 % CI (ratio)": ci("churn_ratio"),
             "ANOVA p (seed)": f"{summary['anova_p_seed']:.2g}",
             "RelL1 k-copies / seeds": "{copies_rel_l1:.2g} / {seeds_rel_l1:.2g}".format(**approach(summary, rel_l1)),
+            "k-copies' growth per 1,000 steps": f"×{approach(summary, rel_l1)['growth_per_1000_steps']:.2f}",
             "verdict": verdict(summary, rel_l1)}
