@@ -210,8 +210,9 @@ def _threshold(runs: Runs) -> tuple[str, str]:
 
     def said(name: str, s: dict) -> str:
         eta_lam = ", ".join(f"{v:.2g}" for v in s["lr_times_final_sharpness"])
+        whole, official = _brackets(s)
         layer = (f"; the official layer brackets one: it amplifies above {s['threshold_lr_layer']:.3g}, not at or below"
-                 if _brackets(s)[1] and not _brackets(s)[0] else "")
+                 if official and not whole else "")
         return f"{name}: {lr_threshold.outcome(s)}{layer}; η·λmax at the end {eta_lam}"
 
     ours = f"{said('Swish', swish)}. {said('ReLU', relu)}"

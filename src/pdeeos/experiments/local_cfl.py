@@ -199,8 +199,8 @@ def problem(task: CFLTask) -> tuple[Callable[[], nn.Module], Callable[[nn.Module
     cfg = task.config
     if task.problem == "pde":
         image = cnnpde.checkerboard(cfg["image"])
-        return (lambda: Kernel(cfg["kernel"], cfg.get("kernel_seed"))), (lambda m: cnnpde.loss(m.kernel, image, alpha=cfg["alpha"],
-                                                                         beta=cfg["beta"]))
+        return ((lambda: Kernel(cfg["kernel"], cfg.get("kernel_seed"))),
+                (lambda m: cnnpde.loss(m.kernel, image, alpha=cfg["alpha"], beta=cfg["beta"])))
     x, y, _ = load_data(cfg["images"])
     return ((lambda: en.TanhMLP(cfg["depth"], x[0].numel(), N_CLASSES, width=cfg["width"], seed=cfg["seed"])),
             (lambda m: en.task_loss(m, x, y)))
@@ -371,10 +371,9 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     chapter 6 (churn over k and over seeds with intervals), the twins' RelL1 and the cost."""
     cfg = ctx.config
     train, _, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
-    for activation in cfg["activations"]:   # a bad config fails here, before any training
-        model = perturbed_sgd.build_model(resnet_config(cfg, "local-cfl", activation), train)
-    regions = regions_of(model, perturbed_sgd.train_config(resnet_config(cfg, "local-cfl", activation), 0)
-                         .make_optimizer(model, 1))
+    local = [resnet_config(cfg, "local-cfl", a) for a in cfg["activations"]]
+    nets = [perturbed_sgd.build_model(c, train) for c in local]   # a bad config fails here, before any training
+    regions = regions_of(nets[0], perturbed_sgd.train_config(local[0], 0).make_optimizer(nets[0], 1))
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = [ResNetTask(m, a, seed, cfg, str(ctx.device), ctx.checkpoint_dir / f"{a}-{m}-seed{seed}.pt")
              for a in cfg["activations"] for m in METHODS for seed in cfg["seeds"]]

@@ -315,7 +315,8 @@ def verdict(summary: dict[str, Any], rel_l1: np.ndarray) -> str:
     """:func:`pdeeos.spread.verdict`, made inconclusive where the k-copies are still approaching
     (:data:`VERDICT_RULE`)."""
     found, needed = spread.verdict(summary), approach(summary, rel_l1)["steps_to_apart"]
-    approaching = 0 < needed and summary["steps_at_large_lr"] + needed <= summary["paper_protocol"]["steps_at_large_lr"]
+    budget = summary["paper_protocol"]["steps_at_large_lr"]
+    approaching = 0 < needed and summary["steps_at_large_lr"] + needed <= budget
     return "inconclusive" if approaching and found != "reproduced" else found
 
 
@@ -325,6 +326,8 @@ def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
         lo, hi = summary[f"{key}_ci"]
         return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
+    a = approach(summary, rel_l1)
+
     return {"mean acc (%)": summary["mean_acc"],
             "STD over k (%)": summary["mean_std_over_k"], "95 % CI (k)": ci("std_over_k"),
             "STD over seeds (%)": summary["mean_std_over_seeds"], "95 % CI (seeds)": ci("std_over_seeds"),
@@ -333,6 +336,6 @@ def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
             "95 % CI (churn seeds)": ci("churn_over_seeds", 1),
             "churn ratio": summary["churn_ratio"], "95 % CI (ratio)": ci("churn_ratio"),
             "ANOVA p (seed)": f"{summary['anova_p_seed']:.2g}",
-            "RelL1 k-copies / seeds": "{copies_rel_l1:.2g} / {seeds_rel_l1:.2g}".format(**approach(summary, rel_l1)),
-            "k-copies' growth per 1,000 steps": f"×{approach(summary, rel_l1)['growth_per_1000_steps']:.2f}",
+            "RelL1 k-copies / seeds": f"{a['copies_rel_l1']:.2g} / {a['seeds_rel_l1']:.2g}",
+            "k-copies' growth per 1,000 steps": f"×{a['growth_per_1000_steps']:.2f}",
             "verdict": verdict(summary, rel_l1)}
