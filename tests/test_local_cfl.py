@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 
@@ -342,6 +343,54 @@ def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(t
     verdicts = {row.claim.item: row.verdict for row in ledger.rows(tmp_path, chapter="08-local-cfl")}
     assert verdicts["Local CFL: PDE"] == "not yet run"
     assert {verdicts["Local CFL: tanh"], verdicts["Local CFL: ResNets"]} <= set(ledger.VERDICTS)
+
+
+def test_sharpness_probe_follows_the_resnet_runs_sgd_trajectory_and_resumes(tmp_path):
+    resnet = experiments.run_experiment("local-cfl-resnet", "ci", device="cpu", root=tmp_path, show_progress=False)
+    probe = experiments.run_experiment("local-cfl-resnet-sharpness", "ci", device="cpu", root=tmp_path,
+                                       show_progress=False)
+    # the probed copy is the k = 1 copy of the comparison's SGD run of seed 0, epoch for epoch
+    np.testing.assert_array_equal(probe.arrays["swish_test_acc"], resnet.arrays["swish_sgd_test_acc"][0, :, 0])
+    lam = probe.arrays["swish_sharpness"]
+    assert lam.shape == (len(local_cfl.probe_epochs(probe.config)),) and (lam > 0).all()
+    run = probe.summary["runs"]["swish"]
+    edge = probe.summary["edge_lr_times_sharpness"]
+    assert edge == pytest.approx(2 * 1.9 / 2.8)   # Nesterov at 0.9
+    assert run["max_lr_times_sharpness"] == pytest.approx(0.1 * lam.max())
+    assert run["capped"] == (run["max_fraction_of_edge"] > probe.summary["safety"])
+    from pdeeos import ledger
+    row, = (r for r in ledger.rows(tmp_path, chapter="08-local-cfl") if r.claim.item == "Local CFL: ResNets")
+    assert row.verdict in set(ledger.VERDICTS) - {"not yet run"} and "Nesterov's edge" in row.ours
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_sharpness_probe_resumes_bit_for_bit_after_a_stop(tmp_path):
+    cfg = experiments.get("local-cfl-resnet-sharpness").configs["ci"]
+    whole = local_cfl.sharpness_along(local_cfl.SharpnessTask("swish", cfg, "cpu", tmp_path / "whole.pt"),
+                                      lambda: None)
+    task = local_cfl.SharpnessTask("swish", cfg, "cpu", tmp_path / "stopped.pt")
+    ticks = []
+
+    def stop_after_two() -> None:
+        ticks.append(1)
+        if len(ticks) == 2:
+            raise _Stop   # after the probe of epoch 1
+
+    with pytest.raises(_Stop):
+        local_cfl.sharpness_along(task, stop_after_two)
+    assert sorted(json.loads(task.checkpoint.with_suffix(".probes.json").read_text())) == ["0", "1"]
+    resumed = local_cfl.sharpness_along(task, lambda: None)
+    for name in ("sharpness", "test_acc"):
+        np.testing.assert_array_equal(resumed[name], whole[name])
+
+
+def test_probe_every_must_divide_the_epochs():
+    cfg = experiments.get("local-cfl-resnet-sharpness").configs["ci"] | {"probe_every": 3}
+    with pytest.raises(ValueError, match="probe_every"):
+        local_cfl.probe_epochs(cfg)
 
 
 def test_pde_comparison_from_other_kernels_starts_from_each_seeds_draw(tmp_path):

@@ -26,7 +26,8 @@ restrained step sizes; ``local-cfl-tanh``, the Fig. 8 tanh network of chapter 7 
 And with minibatches, ``local-cfl-resnet``: chapter 6's ResNets (Swish and ReLU) on the CIFAR-10 subset
 at the paper's optimizer settings and a constant learning rate, six :math:`k`-copies per batch-order
 seed in the lockstep trainer of chapter 6, summarised by the prediction churn over :math:`k` against
-over seeds (:mod:`pdeeos.spread`).
+over seeds (:mod:`pdeeos.spread`); and ``local-cfl-resnet-sharpness``, the sharpness of the minibatch loss
+along the SGD trajectory of its first seed, against the stability edge that every cap is derived from.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ from pdeeos import eos_networks as en
 from pdeeos.experiments import perturbed_sgd
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 from pdeeos.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
+from pdeeos.experiments.lr_threshold import network_sharpness
 from pdeeos.metrics import rel_l1
-from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD
+from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, stable_step
+from pdeeos.training import LockstepTrainer
 
 METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "adam")
 TWIN_K = 3
@@ -412,6 +415,78 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     return RunOutput(arrays=arrays, summary=summary)
 
 
+@dataclass(frozen=True)
+class SharpnessTask:
+    """The SGD trajectory of one activation's first batch-order seed, probed for its sharpness."""
+
+    activation: str
+    config: dict
+    device: str
+    checkpoint: Path
+
+
+def probe_epochs(cfg: dict[str, Any]) -> list[int]:
+    """The epochs after which the sharpness is probed: 0 (the initial weights), every ``probe_every``, the last."""
+    every, epochs = cfg["probe_every"], cfg["epochs"]
+    if not (isinstance(every, int) and 0 < every and epochs % every == 0):
+        raise ValueError(f"probe_every must be a positive divisor of epochs = {epochs}; got {every!r}")
+    return list(range(0, epochs + 1, every))
+
+
+def sharpness_along(task: SharpnessTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
+    r"""Train the :math:`k = 1` copy of ``local-cfl-resnet``'s SGD run of seed 0 (the same weights, batches
+    and augmentation, so the same trajectory) and probe at each of :func:`probe_epochs` the sharpness
+    :math:`\lambda_{\max}` of the minibatch loss that the step caps look at
+    (:func:`~pdeeos.experiments.lr_threshold.network_sharpness`: ``sharpness_images`` images in batches of
+    the run's size, batch-norm in training mode, weight decay included; Lanczos to a relative residual of
+    :math:`10^{-3}`). Probes and training resume from the checkpoint."""
+    cfg = resnet_config(task.config, "sgd", task.activation) | {"ks": [1]}
+    device = torch.device(task.device)
+    perturbed_sgd.prepare_device(device)
+    train, test, _ = perturbed_sgd.load_splits(cfg, device)
+    torch.manual_seed(0)   # the initial weights of every local-cfl-resnet run
+    trainer = LockstepTrainer(perturbed_sgd.build_model(cfg, train), train, test,
+                              perturbed_sgd.train_config(cfg, cfg["seeds"][0], fluctuation=False), device)
+    store = task.checkpoint.with_suffix(".probes.json")
+    probes = {int(e): lam for e, lam in json.loads(store.read_text()).items()} if store.exists() else {}
+    for epoch in probe_epochs(cfg):
+        trainer.train(epoch, checkpoint=task.checkpoint)
+        if epoch not in probes:
+            if trainer.epoch != epoch:
+                raise RuntimeError(f"{task.checkpoint} is at epoch {trainer.epoch}, past the missing probe of "
+                                   f"epoch {epoch}; delete it and {store.name} to run again")
+            probes[epoch] = network_sharpness(trainer.models[0], trainer.train_split, images=cfg["sharpness_images"],
+                                              batch_size=cfg["batch_size"], weight_decay=cfg["weight_decay"])
+            store.write_text(json.dumps(probes))
+        tick()
+    return {"sharpness": np.array([probes[e] for e in probe_epochs(cfg)]),
+            "test_acc": trainer.history.arrays()["test_acc"][:, 0]}
+
+
+def run_resnet_sharpness(ctx: RunContext) -> RunOutput:
+    r"""The sharpness along each activation's SGD trajectory against the stability edge of Nesterov SGD,
+    :math:`\eta\lambda_{\max} < 2(1+\beta)/(1+2\beta)` (:func:`pdeeos.optim.stable_step`), and against the
+    cap the step-size methods apply, :math:`s` times that edge."""
+    cfg = ctx.config
+    epochs = probe_epochs(cfg)   # a bad probe_every fails here, before any training
+    ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [SharpnessTask(a, cfg, str(ctx.device), ctx.checkpoint_dir / f"{a}.pt") for a in cfg["activations"]]
+    outs = ctx.map(sharpness_along, tasks, units=len(epochs), desc=ctx.experiment)
+    train, _, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
+    per_epoch = perturbed_sgd.steps_per_epoch(cfg, len(train.y))
+    edge = stable_step(1.0, momentum=cfg["momentum"], nesterov=cfg["nesterov"])   # eta * lambda_max at the edge
+    arrays = {"probe_steps": np.array(epochs) * per_epoch} | {
+        f"{t.activation}_{name}": o[name] for t, o in zip(tasks, outs) for name in ("sharpness", "test_acc")}
+    runs = {}
+    for t, o in zip(tasks, outs):
+        top = float(cfg["lr"] * o["sharpness"].max())
+        runs[t.activation] = {"max_sharpness": float(o["sharpness"].max()), "max_lr_times_sharpness": top,
+                              "max_fraction_of_edge": top / edge, "capped": top / edge > cfg["safety"]}
+    summary = {"data": described, "activations": cfg["activations"], "seed": cfg["seeds"][0], "lr": cfg["lr"],
+               "safety": cfg["safety"], "edge_lr_times_sharpness": edge, "runs": runs}
+    return RunOutput(arrays=arrays, summary=summary)
+
+
 _RESNET = dict(perturbed_sgd.PROTOCOL, **perturbed_sgd.CIFAR, model="resnet8", width=8,
                activations=["swish", "relu"], ks=list(perturbed_sgd.KS), seeds=[0, 1, 2], milestones=[],
                fluctuation_batches=0, last=1, adam_lr=1e-3, safety=0.9, every=50, power_iterations=1)
@@ -465,4 +540,12 @@ EXPERIMENT = (
                                       seeds=[0, 1], epochs=2, every=2),
                  "book": _RESNET | dict(epochs=30)},
         func=run_resnet),
+    Experiment(
+        name="local-cfl-resnet-sharpness",
+        summary="The sharpness along local-cfl-resnet's SGD trajectory (seed 0) against Nesterov SGD's stability edge",
+        chapter="08-local-cfl",
+        configs={"ci": _RESNET | dict(train_limit=128, test_limit=128, width=2, activations=["swish"], seeds=[0],
+                                      epochs=2, probe_every=1, sharpness_images=64),
+                 "book": _RESNET | dict(epochs=30, probe_every=3, sharpness_images=512)},
+        func=run_resnet_sharpness),
 )
