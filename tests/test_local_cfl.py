@@ -351,13 +351,18 @@ def test_sharpness_probe_follows_the_resnet_runs_sgd_trajectory_and_resumes(tmp_
                                        show_progress=False)
     # the probed copy is the k = 1 copy of the comparison's SGD run of seed 0, epoch for epoch
     np.testing.assert_array_equal(probe.arrays["swish_test_acc"], resnet.arrays["swish_sgd_test_acc"][0, :, 0])
-    lam = probe.arrays["swish_sharpness"]
-    assert lam.shape == (len(local_cfl.probe_epochs(probe.config)),) and (lam > 0).all()
+    a, cfg = probe.arrays, probe.config
+    lam, per_batch, lowest = a["swish_sharpness"], a["swish_batch_sharpness"], a["swish_min_eigenvalue"]
+    n_probes, n_batches = len(local_cfl.probe_epochs(cfg)), -(-cfg["sharpness_images"] // cfg["batch_size"])
+    assert lam.shape == lowest.shape == (n_probes,) and per_batch.shape == (n_probes, n_batches)
+    assert a["swish_converged"].shape == (n_probes, n_batches + 2)
+    assert (lam > 0).all() and (lowest < lam).all()
     run = probe.summary["runs"]["swish"]
     edge = probe.summary["edge_lr_times_sharpness"]
     assert edge == pytest.approx(2 * 1.9 / 2.8)   # Nesterov at 0.9
-    assert run["max_lr_times_sharpness"] == pytest.approx(0.1 * lam.max())
-    assert run["capped"] == (run["max_fraction_of_edge"] > probe.summary["safety"])
+    assert run["max_fraction_of_edge"] == pytest.approx(0.1 * lam.max() / edge)
+    largest = max(per_batch.max(), -lowest.min())
+    assert run["capped"] == (0.1 * largest / edge > probe.summary["safety"])
     from pdeeos import ledger
     row, = (r for r in ledger.rows(tmp_path, chapter="08-local-cfl") if r.claim.item == "Local CFL: ResNets")
     assert row.verdict in set(ledger.VERDICTS) - {"not yet run"} and "Nesterov's edge" in row.ours
@@ -383,7 +388,8 @@ def test_sharpness_probe_resumes_bit_for_bit_after_a_stop(tmp_path):
         local_cfl.sharpness_along(task, stop_after_two)
     assert sorted(json.loads(task.checkpoint.with_suffix(".probes.json").read_text())) == ["0", "1"]
     resumed = local_cfl.sharpness_along(task, lambda: None)
-    for name in ("sharpness", "test_acc"):
+    assert resumed.keys() == whole.keys()
+    for name in whole:
         np.testing.assert_array_equal(resumed[name], whole[name])
 
 

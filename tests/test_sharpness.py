@@ -30,6 +30,14 @@ def test_lanczos_top_k_of_indefinite_quadratic():
     np.testing.assert_allclose(result.values, eig[:3], rtol=1e-6)
 
 
+@pytest.mark.parametrize("indefinite", [False, True])
+def test_bottom_eigenvalue_of_quadratic(indefinite):
+    loss, params, eig = _quadratic(60, seed=5, indefinite=indefinite)
+    result = sharpness.bottom_eigenvalue(loss, params, tol=1e-9)
+    assert result.converged and result.values[0] == pytest.approx(eig[-1], rel=1e-6)
+    assert result.history[-1] == result.values[0]
+
+
 def test_power_iteration_finds_largest_magnitude_not_largest_value():
     loss, params, eig = _quadratic(30, seed=3, indefinite=True)
     assert abs(eig[-1]) > eig[0]   # a negative eigenvalue dominates

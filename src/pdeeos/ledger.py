@@ -612,7 +612,8 @@ def _local_cfl_resnet(runs: Runs) -> tuple[str, str]:
     ours = (f"Swish: churn over k {mine['churn_over_k']:.2f} % (95 % CI {mine['churn_over_k_ci'][0]:.2f}–"
             f"{mine['churn_over_k_ci'][1]:.2f}) against SGD's {sgd['churn_over_k']:.2f} %; accuracy "
             f"{mine['mean_acc']:.1f} % against {sgd['mean_acc']:.1f} %; time {mine['time_vs_sgd']:.2f}× SGD; "
-            f"SGD's sharpness at most {probe['max_fraction_of_edge']:.2f} of Nesterov's edge along seed 0")
+            f"along SGD's trajectory (seed 0) the sharpest batch reaches {probe['max_batch_fraction_of_edge']:.2f} "
+            f"of Nesterov's edge, λmin {probe['min_eigenvalue']:.2g}")
     if mine["churn_over_k_ci"][1] > 0.1 * sgd["churn_over_k"]:
         return ours, "not reproduced"
     costs_ok = abs(mine["mean_acc"] - sgd["mean_acc"]) <= 1.0 and mine["time_vs_sgd"] <= 1.5

@@ -174,6 +174,15 @@ def top_eigenvalues(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.T
     return lanczos(matvec, n, k=k, tol=tol, max_iter=max_iter, dtype=params[0].dtype, seed=seed)
 
 
+def bottom_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], *,
+                      tol: float = 1e-6, max_iter: int = 200, seed: int = 0) -> EigenResult:
+    """The smallest algebraic Hessian eigenvalue :math:`\lambda_{\min}(\nabla^2 L)`: Lanczos on
+    :math:`-\nabla^2 L`, its value and history negated back (the most negative curvature, where there is any)."""
+    matvec, n = hvp_operator(loss_fn, params)
+    result = lanczos(lambda v: -matvec(v), n, k=1, tol=tol, max_iter=max_iter, dtype=params[0].dtype, seed=seed)
+    return EigenResult(-result.values, result.matvecs, result.converged, -result.history)
+
+
 def top_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], *,
                    tol: float = 1e-6, max_iter: int = 200) -> float:
     """The sharpness :math:`\\lambda_{\\max}(\\nabla^2 L)`: largest algebraic Hessian eigenvalue.

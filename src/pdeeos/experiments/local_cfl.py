@@ -32,6 +32,7 @@ along the SGD trajectory of its first seed, against the stability edge that ever
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -48,10 +49,10 @@ from pdeeos import eos_networks as en
 from pdeeos.experiments import perturbed_sgd
 from pdeeos.experiments import Experiment, RunContext, RunOutput
 from pdeeos.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
-from pdeeos.experiments.lr_threshold import network_sharpness
+from pdeeos.experiments.lr_threshold import minibatch_loss
 from pdeeos.metrics import rel_l1
 from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, stable_step
-from pdeeos.training import LockstepTrainer
+from pdeeos.training import LockstepTrainer, Split
 
 METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "adam")
 TWIN_K = 3
@@ -433,13 +434,34 @@ def probe_epochs(cfg: dict[str, Any]) -> list[int]:
     return list(range(0, epochs + 1, every))
 
 
+def spectrum(model: nn.Module, split: Split, cfg: dict[str, Any]) -> dict[str, Any]:
+    r"""The curvature a step cap can see at ``model``'s weights, on the first ``sharpness_images`` training
+    images (no augmentation), batch-norm in training mode and weight decay included
+    (:func:`~pdeeos.experiments.lr_threshold.minibatch_loss`): :math:`\lambda_{\max}` of their minibatch
+    loss, as chapter 6 measures it; :math:`\lambda_{\max}` of each batch's own loss, the loss one step (and
+    one refresh of a cap) sees; and :math:`\lambda_{\min}` of the minibatch loss, since a cap bounds the
+    largest *magnitude*. Lanczos with at most 80 products, to a relative residual of :math:`10^{-3}`
+    (:math:`10^{-2}` for :math:`\lambda_{\min}`), each with its convergence flag."""
+    probe = copy.deepcopy(model).train()
+    params, size = list(probe.parameters()), cfg["batch_size"]
+    x, y = split.x[:cfg["sharpness_images"]], split.y[:cfg["sharpness_images"]]
+
+    def loss(xs: torch.Tensor, ys: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
+        return minibatch_loss(probe, xs, ys, batch_size=size, weight_decay=cfg["weight_decay"])
+
+    top = sharpness.top_eigenvalues(loss(x, y), params, tol=1e-3, max_iter=80)
+    batches = [sharpness.top_eigenvalues(loss(x[i:i + size], y[i:i + size]), params, tol=1e-3, max_iter=80)
+               for i in range(0, len(y), size)]
+    bottom = sharpness.bottom_eigenvalue(loss(x, y), params, tol=1e-2, max_iter=80)
+    return {"sharpness": float(top.values[0]), "batch_sharpness": [float(b.values[0]) for b in batches],
+            "min_eigenvalue": float(bottom.values[0]),
+            "converged": [top.converged, *(b.converged for b in batches), bottom.converged]}
+
+
 def sharpness_along(task: SharpnessTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
-    r"""Train the :math:`k = 1` copy of ``local-cfl-resnet``'s SGD run of seed 0 (the same weights, batches
-    and augmentation, so the same trajectory) and probe at each of :func:`probe_epochs` the sharpness
-    :math:`\lambda_{\max}` of the minibatch loss that the step caps look at
-    (:func:`~pdeeos.experiments.lr_threshold.network_sharpness`: ``sharpness_images`` images in batches of
-    the run's size, batch-norm in training mode, weight decay included; Lanczos to a relative residual of
-    :math:`10^{-3}`). Probes and training resume from the checkpoint."""
+    """Train the :math:`k = 1` copy of ``local-cfl-resnet``'s SGD run of seed 0 (the same weights, batches
+    and augmentation, so the same trajectory) and take its :func:`spectrum` at each of :func:`probe_epochs`.
+    Probes and training resume from the checkpoint."""
     cfg = resnet_config(task.config, "sgd", task.activation) | {"ks": [1]}
     device = torch.device(task.device)
     perturbed_sgd.prepare_device(device)
@@ -448,25 +470,26 @@ def sharpness_along(task: SharpnessTask, tick: Callable[[], None]) -> dict[str, 
     trainer = LockstepTrainer(perturbed_sgd.build_model(cfg, train), train, test,
                               perturbed_sgd.train_config(cfg, cfg["seeds"][0], fluctuation=False), device)
     store = task.checkpoint.with_suffix(".probes.json")
-    probes = {int(e): lam for e, lam in json.loads(store.read_text()).items()} if store.exists() else {}
+    probes = {int(e): p for e, p in json.loads(store.read_text()).items()} if store.exists() else {}
     for epoch in probe_epochs(cfg):
         trainer.train(epoch, checkpoint=task.checkpoint)
         if epoch not in probes:
             if trainer.epoch != epoch:
                 raise RuntimeError(f"{task.checkpoint} is at epoch {trainer.epoch}, past the missing probe of "
                                    f"epoch {epoch}; delete it and {store.name} to run again")
-            probes[epoch] = network_sharpness(trainer.models[0], trainer.train_split, images=cfg["sharpness_images"],
-                                              batch_size=cfg["batch_size"], weight_decay=cfg["weight_decay"])
+            probes[epoch] = spectrum(trainer.models[0], trainer.train_split, cfg)
             store.write_text(json.dumps(probes))
         tick()
-    return {"sharpness": np.array([probes[e] for e in probe_epochs(cfg)]),
-            "test_acc": trainer.history.arrays()["test_acc"][:, 0]}
+    done = [probes[e] for e in probe_epochs(cfg)]
+    return {name: np.array([p[name] for p in done]) for name in done[0]} | {
+        "test_acc": trainer.history.arrays()["test_acc"][:, 0]}
 
 
 def run_resnet_sharpness(ctx: RunContext) -> RunOutput:
-    r"""The sharpness along each activation's SGD trajectory against the stability edge of Nesterov SGD,
-    :math:`\eta\lambda_{\max} < 2(1+\beta)/(1+2\beta)` (:func:`pdeeos.optim.stable_step`), and against the
-    cap the step-size methods apply, :math:`s` times that edge."""
+    r"""The curvature along each activation's SGD trajectory against the stability edge of Nesterov SGD,
+    :math:`\eta\lambda < 2(1+\beta)/(1+2\beta)` (:func:`pdeeos.optim.stable_step`), and against the cap the
+    step-size methods apply, :math:`s` times that edge, on the largest magnitude they bound: a cap would
+    bind if :math:`\eta\max(\lambda_{\max}^{\text{batch}}, -\lambda_{\min}) > s \times` the edge."""
     cfg = ctx.config
     epochs = probe_epochs(cfg)   # a bad probe_every fails here, before any training
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -474,14 +497,18 @@ def run_resnet_sharpness(ctx: RunContext) -> RunOutput:
     outs = ctx.map(sharpness_along, tasks, units=len(epochs), desc=ctx.experiment)
     train, _, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
     per_epoch = perturbed_sgd.steps_per_epoch(cfg, len(train.y))
-    edge = stable_step(1.0, momentum=cfg["momentum"], nesterov=cfg["nesterov"])   # eta * lambda_max at the edge
+    edge = stable_step(1.0, momentum=cfg["momentum"], nesterov=cfg["nesterov"])   # eta * lambda at the edge
     arrays = {"probe_steps": np.array(epochs) * per_epoch} | {
-        f"{t.activation}_{name}": o[name] for t, o in zip(tasks, outs) for name in ("sharpness", "test_acc")}
+        f"{t.activation}_{name}": values for t, o in zip(tasks, outs) for name, values in o.items()}
     runs = {}
     for t, o in zip(tasks, outs):
-        top = float(cfg["lr"] * o["sharpness"].max())
-        runs[t.activation] = {"max_sharpness": float(o["sharpness"].max()), "max_lr_times_sharpness": top,
-                              "max_fraction_of_edge": top / edge, "capped": top / edge > cfg["safety"]}
+        largest = max(float(o["batch_sharpness"].max()), -float(o["min_eigenvalue"].min()))
+        runs[t.activation] = {
+            "max_sharpness": float(o["sharpness"].max()), "max_batch_sharpness": float(o["batch_sharpness"].max()),
+            "min_eigenvalue": float(o["min_eigenvalue"].min()),
+            "max_fraction_of_edge": cfg["lr"] * float(o["sharpness"].max()) / edge,
+            "max_batch_fraction_of_edge": cfg["lr"] * float(o["batch_sharpness"].max()) / edge,
+            "capped": cfg["lr"] * largest / edge > cfg["safety"], "all_converged": bool(o["converged"].all())}
     summary = {"data": described, "activations": cfg["activations"], "seed": cfg["seeds"][0], "lr": cfg["lr"],
                "safety": cfg["safety"], "edge_lr_times_sharpness": edge, "runs": runs}
     return RunOutput(arrays=arrays, summary=summary)

@@ -74,19 +74,26 @@ def persistent(rel_l1: np.ndarray) -> float:
     return float(np.median(rel_l1[-max(1, round(TAIL * len(rel_l1))):]))
 
 
-def network_sharpness(model: torch.nn.Module, split: Split, *, images: int, batch_size: int,
-                      weight_decay: float) -> float:
-    r""":math:`\lambda_{\max}` of the minibatch loss :math:`\frac1n\sum_b |b|\,\ell_b + \frac{wd}{2}\|\theta\|^2`
-    on the first ``images`` training images (batch-norm in training mode, as SGD sees it), on a copy of
-    ``model`` so that its running statistics are left alone."""
-    probe = copy.deepcopy(model).train()
-    params = list(probe.parameters())
-    x, y = split.x[:images], split.y[:images]
+def minibatch_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int,
+                   weight_decay: float) -> list[Callable[[], torch.Tensor]]:
+    r"""The minibatch loss :math:`\frac1n\sum_b |b|\,\ell_b + \frac{wd}{2}\|\theta\|^2` of ``model`` on
+    the images ``x`` (labels ``y``) in batches of ``batch_size``, batch-norm in training mode as SGD sees
+    it, as a list of terms for :mod:`pdeeos.sharpness`."""
+    params = list(model.parameters())
     fns: list[Callable[[], torch.Tensor]] = [
-        (lambda i=i: F.cross_entropy(probe(x[i:i + batch_size]), y[i:i + batch_size]) * (len(y[i:i + batch_size]) / len(y)))
+        (lambda i=i: F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size]) * (len(y[i:i + batch_size]) / len(y)))
         for i in range(0, len(y), batch_size)]
     fns.append(lambda: 0.5 * weight_decay * sum((p ** 2).sum() for p in params))
-    return sharpness.top_eigenvalue(fns, params, tol=1e-3, max_iter=80)
+    return fns
+
+
+def network_sharpness(model: torch.nn.Module, split: Split, *, images: int, batch_size: int,
+                      weight_decay: float) -> float:
+    r""":math:`\lambda_{\max}` of the :func:`minibatch_loss` on the first ``images`` training images, on a
+    copy of ``model`` so that its running statistics are left alone."""
+    probe = copy.deepcopy(model).train()
+    fns = minibatch_loss(probe, split.x[:images], split.y[:images], batch_size=batch_size, weight_decay=weight_decay)
+    return sharpness.top_eigenvalue(fns, list(probe.parameters()), tol=1e-3, max_iter=80)
 
 
 @dataclass(frozen=True)
