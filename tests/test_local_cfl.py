@@ -351,12 +351,16 @@ def test_sharpness_probe_follows_the_resnet_runs_sgd_trajectory_and_resumes(tmp_
                                        show_progress=False)
     # the probed copy is the k = 1 copy of the comparison's SGD run of seed 0, epoch for epoch
     np.testing.assert_array_equal(probe.arrays["swish_test_acc"], resnet.arrays["swish_sgd_test_acc"][0, :, 0])
+    np.testing.assert_array_equal(probe.arrays["swish_rel_l1"], resnet.arrays["swish_sgd_rel_l1"][0])
     a, cfg = probe.arrays, probe.config
     lam, per_batch, lowest = a["swish_sharpness"], a["swish_batch_sharpness"], a["swish_min_eigenvalue"]
     n_probes, n_batches = len(local_cfl.probe_epochs(cfg)), -(-cfg["sharpness_images"] // cfg["batch_size"])
     assert lam.shape == lowest.shape == (n_probes,) and per_batch.shape == (n_probes, n_batches)
     assert a["swish_converged"].shape == (n_probes, n_batches + 2)
     assert (lam > 0).all() and (lowest < lam).all()
+    twin, random = a["swish_twin_curvature"], a["swish_random_curvature"]
+    assert np.isnan(twin[0]) and np.isfinite(twin[1:]).all() and (lowest <= random).all() and (random <= lam).all()
+    assert probe.summary["runs"]["swish"]["twin_to_random_curvature"] == pytest.approx(np.median(twin[1:] / random[1:]))
     run = probe.summary["runs"]["swish"]
     edge = probe.summary["edge_lr_times_sharpness"]
     assert edge == pytest.approx(2 * 1.9 / 2.8)   # Nesterov at 0.9

@@ -38,6 +38,17 @@ def test_bottom_eigenvalue_of_quadratic(indefinite):
     assert result.history[-1] == result.values[0]
 
 
+def test_rayleigh_quotient_of_eigenvectors_and_of_zero():
+    loss, params, eig = _quadratic(30, seed=6, indefinite=True)
+    hessian = sharpness.exact_hessian(loss, params)
+    values, vectors = torch.linalg.eigh(hessian)
+    for i in (0, 29):
+        assert sharpness.rayleigh_quotient(loss, params, 3.0 * vectors[:, i]) == pytest.approx(values[i].item(), rel=1e-9)
+    mix = vectors[:, 0] + vectors[:, 29]
+    assert sharpness.rayleigh_quotient(loss, params, mix) == pytest.approx((values[0] + values[29]).item() / 2, rel=1e-9)
+    assert np.isnan(sharpness.rayleigh_quotient(loss, params, torch.zeros(30, dtype=torch.float64)))
+
+
 def test_power_iteration_finds_largest_magnitude_not_largest_value():
     loss, params, eig = _quadratic(30, seed=3, indefinite=True)
     assert abs(eig[-1]) > eig[0]   # a negative eigenvalue dominates

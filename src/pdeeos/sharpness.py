@@ -21,6 +21,8 @@ Two eigen-solvers on top of the HVP:
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +83,17 @@ def hvp_operator(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tens
     params = _check_params(params)
     n = sum(p.numel() for p in params)
     return (lambda v: hvp(loss_fn, params, v)), n
+
+
+def rayleigh_quotient(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor],
+                      vector: torch.Tensor) -> float:
+    """The curvature along a direction, :math:`v^\top H v / v^\top v` (NaN for :math:`v = 0`); for a
+    standard Gaussian :math:`v` its mean is :math:`\operatorname{tr}(H)/n`, the Hessian's mean eigenvalue."""
+    vector = vector.to(torch.float64)
+    norm2 = float(vector @ vector)
+    if norm2 == 0.0:
+        return math.nan
+    return float(hvp(loss_fn, params, vector).to(torch.float64) @ vector) / norm2
 
 
 def exact_hessian(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -434,14 +434,17 @@ def probe_epochs(cfg: dict[str, Any]) -> list[int]:
     return list(range(0, epochs + 1, every))
 
 
-def spectrum(model: nn.Module, split: Split, cfg: dict[str, Any]) -> dict[str, Any]:
+def spectrum(model: nn.Module, twin: nn.Module, split: Split, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     r"""The curvature a step cap can see at ``model``'s weights, on the first ``sharpness_images`` training
     images (no augmentation), batch-norm in training mode and weight decay included
     (:func:`~pdeeos.experiments.lr_threshold.minibatch_loss`): :math:`\lambda_{\max}` of their minibatch
     loss, as chapter 6 measures it; :math:`\lambda_{\max}` of each batch's own loss, the loss one step (and
     one refresh of a cap) sees; and :math:`\lambda_{\min}` of the minibatch loss, since a cap bounds the
     largest *magnitude*. Lanczos with at most 80 products, to a relative residual of :math:`10^{-3}`
-    (:math:`10^{-2}` for :math:`\lambda_{\min}`), each with its convergence flag."""
+    (:math:`10^{-2}` for :math:`\lambda_{\min}`), each with its convergence flag. And where the twins
+    differ: the curvature of the minibatch loss along their difference :math:`\delta = \theta_3 - \theta_1`,
+    :math:`\delta^\top H \delta / \delta^\top\delta`, against its mean over ``random_directions`` Gaussian
+    directions (drawn from ``seed``), an estimate of the mean eigenvalue :math:`\operatorname{tr}(H)/n`."""
     probe = copy.deepcopy(model).train()
     params, size = list(probe.parameters()), cfg["batch_size"]
     x, y = split.x[:cfg["sharpness_images"]], split.y[:cfg["sharpness_images"]]
@@ -453,16 +456,24 @@ def spectrum(model: nn.Module, split: Split, cfg: dict[str, Any]) -> dict[str, A
     batches = [sharpness.top_eigenvalues(loss(x[i:i + size], y[i:i + size]), params, tol=1e-3, max_iter=80)
                for i in range(0, len(y), size)]
     bottom = sharpness.bottom_eigenvalue(loss(x, y), params, tol=1e-2, max_iter=80)
+    delta = torch.cat([(b - a).detach().flatten() for a, b in zip(model.parameters(), twin.parameters())])
+    gen = torch.Generator().manual_seed(seed)
+    randoms = [sharpness.rayleigh_quotient(loss(x, y), params, torch.randn(len(delta), generator=gen,
+                                                                            dtype=torch.float64))
+               for _ in range(cfg["random_directions"])]
     return {"sharpness": float(top.values[0]), "batch_sharpness": [float(b.values[0]) for b in batches],
             "min_eigenvalue": float(bottom.values[0]),
-            "converged": [top.converged, *(b.converged for b in batches), bottom.converged]}
+            "converged": [top.converged, *(b.converged for b in batches), bottom.converged],
+            "twin_curvature": sharpness.rayleigh_quotient(loss(x, y), params, delta),
+            "random_curvature": float(np.mean(randoms))}
 
 
 def sharpness_along(task: SharpnessTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
-    """Train the :math:`k = 1` copy of ``local-cfl-resnet``'s SGD run of seed 0 (the same weights, batches
-    and augmentation, so the same trajectory) and take its :func:`spectrum` at each of :func:`probe_epochs`.
-    Probes and training resume from the checkpoint."""
-    cfg = resnet_config(task.config, "sgd", task.activation) | {"ks": [1]}
+    """Train the twins :math:`k = 1` and 3 of ``local-cfl-resnet``'s SGD run of seed 0 (the same weights,
+    batches and augmentation, so the same trajectory) and take the :func:`spectrum` at each of
+    :func:`probe_epochs` (the first, at the initial weights, has no difference to probe). Probes and
+    training resume from the checkpoint."""
+    cfg = resnet_config(task.config, "sgd", task.activation) | {"ks": [1, TWIN_K]}
     device = torch.device(task.device)
     perturbed_sgd.prepare_device(device)
     train, test, _ = perturbed_sgd.load_splits(cfg, device)
@@ -477,12 +488,13 @@ def sharpness_along(task: SharpnessTask, tick: Callable[[], None]) -> dict[str, 
             if trainer.epoch != epoch:
                 raise RuntimeError(f"{task.checkpoint} is at epoch {trainer.epoch}, past the missing probe of "
                                    f"epoch {epoch}; delete it and {store.name} to run again")
-            probes[epoch] = spectrum(trainer.models[0], trainer.train_split, cfg)
+            probes[epoch] = spectrum(*trainer.models, trainer.train_split, cfg, seed=epoch)
             store.write_text(json.dumps(probes))
         tick()
     done = [probes[e] for e in probe_epochs(cfg)]
+    history = trainer.history.arrays()
     return {name: np.array([p[name] for p in done]) for name in done[0]} | {
-        "test_acc": trainer.history.arrays()["test_acc"][:, 0]}
+        "test_acc": history["test_acc"][:, 0], "rel_l1": history["rel_l1"][:, 1]}
 
 
 def run_resnet_sharpness(ctx: RunContext) -> RunOutput:
@@ -508,7 +520,8 @@ def run_resnet_sharpness(ctx: RunContext) -> RunOutput:
             "min_eigenvalue": float(o["min_eigenvalue"].min()),
             "max_fraction_of_edge": cfg["lr"] * float(o["sharpness"].max()) / edge,
             "max_batch_fraction_of_edge": cfg["lr"] * float(o["batch_sharpness"].max()) / edge,
-            "capped": cfg["lr"] * largest / edge > cfg["safety"], "all_converged": bool(o["converged"].all())}
+            "capped": cfg["lr"] * largest / edge > cfg["safety"], "all_converged": bool(o["converged"].all()),
+            "twin_to_random_curvature": float(np.median(o["twin_curvature"][1:] / o["random_curvature"][1:]))}
     summary = {"data": described, "activations": cfg["activations"], "seed": cfg["seeds"][0], "lr": cfg["lr"],
                "safety": cfg["safety"], "edge_lr_times_sharpness": edge, "runs": runs}
     return RunOutput(arrays=arrays, summary=summary)
@@ -572,7 +585,7 @@ EXPERIMENT = (
         summary="The sharpness along local-cfl-resnet's SGD trajectory (seed 0) against Nesterov SGD's stability edge",
         chapter="08-local-cfl",
         configs={"ci": _RESNET | dict(train_limit=128, test_limit=128, width=2, activations=["swish"], seeds=[0],
-                                      epochs=2, probe_every=1, sharpness_images=64),
-                 "book": _RESNET | dict(epochs=30, probe_every=3, sharpness_images=512)},
+                                      epochs=2, probe_every=1, sharpness_images=64, random_directions=2),
+                 "book": _RESNET | dict(epochs=30, probe_every=3, sharpness_images=512, random_directions=4)},
         func=run_resnet_sharpness),
 )
