@@ -22,7 +22,6 @@ Two eigen-solvers on top of the HVP:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -87,8 +86,8 @@ def hvp_operator(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tens
 
 def rayleigh_quotient(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor],
                       vector: torch.Tensor) -> float:
-    """The curvature along a direction, :math:`v^\top H v / v^\top v` (NaN for :math:`v = 0`); for a
-    standard Gaussian :math:`v` its mean is :math:`\operatorname{tr}(H)/n`, the Hessian's mean eigenvalue."""
+    """The curvature along a direction, :math:`v^\\top H v / v^\\top v` (NaN for :math:`v = 0`); for a
+    standard Gaussian :math:`v` its mean is :math:`\\operatorname{tr}(H)/n`, the Hessian's mean eigenvalue."""
     vector = vector.to(torch.float64)
     norm2 = float(vector @ vector)
     if norm2 == 0.0:
@@ -189,8 +188,8 @@ def top_eigenvalues(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.T
 
 def bottom_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], *,
                       tol: float = 1e-6, max_iter: int = 200, seed: int = 0) -> EigenResult:
-    """The smallest algebraic Hessian eigenvalue :math:`\lambda_{\min}(\nabla^2 L)`: Lanczos on
-    :math:`-\nabla^2 L`, its value and history negated back (the most negative curvature, where there is any)."""
+    """The smallest algebraic Hessian eigenvalue :math:`\\lambda_{\\min}(\\nabla^2 L)`: Lanczos on
+    :math:`-\\nabla^2 L`, its value and history negated back (the most negative curvature, where there is any)."""
     matvec, n = hvp_operator(loss_fn, params)
     result = lanczos(lambda v: -matvec(v), n, k=1, tol=tol, max_iter=max_iter, dtype=params[0].dtype, seed=seed)
     return EigenResult(-result.values, result.matvecs, result.converged, -result.history)

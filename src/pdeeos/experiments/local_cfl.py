@@ -452,19 +452,19 @@ def spectrum(model: nn.Module, twin: nn.Module, split: Split, cfg: dict[str, Any
     def loss(xs: torch.Tensor, ys: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
         return minibatch_loss(probe, xs, ys, batch_size=size, weight_decay=cfg["weight_decay"])
 
-    top = sharpness.top_eigenvalues(loss(x, y), params, tol=1e-3, max_iter=80)
+    whole = loss(x, y)
+    top = sharpness.top_eigenvalues(whole, params, tol=1e-3, max_iter=80)
     batches = [sharpness.top_eigenvalues(loss(x[i:i + size], y[i:i + size]), params, tol=1e-3, max_iter=80)
                for i in range(0, len(y), size)]
-    bottom = sharpness.bottom_eigenvalue(loss(x, y), params, tol=1e-2, max_iter=80)
+    bottom = sharpness.bottom_eigenvalue(whole, params, tol=1e-2, max_iter=80)
     delta = torch.cat([(b - a).detach().flatten() for a, b in zip(model.parameters(), twin.parameters())])
     gen = torch.Generator().manual_seed(seed)
-    randoms = [sharpness.rayleigh_quotient(loss(x, y), params, torch.randn(len(delta), generator=gen,
-                                                                            dtype=torch.float64))
+    randoms = [sharpness.rayleigh_quotient(whole, params, torch.randn(len(delta), generator=gen, dtype=torch.float64))
                for _ in range(cfg["random_directions"])]
     return {"sharpness": float(top.values[0]), "batch_sharpness": [float(b.values[0]) for b in batches],
             "min_eigenvalue": float(bottom.values[0]),
             "converged": [top.converged, *(b.converged for b in batches), bottom.converged],
-            "twin_curvature": sharpness.rayleigh_quotient(loss(x, y), params, delta),
+            "twin_curvature": sharpness.rayleigh_quotient(whole, params, delta),
             "random_curvature": float(np.mean(randoms))}
 
 
@@ -514,13 +514,13 @@ def run_resnet_sharpness(ctx: RunContext) -> RunOutput:
         f"{t.activation}_{name}": values for t, o in zip(tasks, outs) for name, values in o.items()}
     runs = {}
     for t, o in zip(tasks, outs):
-        largest = max(float(o["batch_sharpness"].max()), -float(o["min_eigenvalue"].min()))
+        top, batch = float(o["sharpness"].max()), float(o["batch_sharpness"].max())
+        lowest = float(o["min_eigenvalue"].min())
         runs[t.activation] = {
-            "max_sharpness": float(o["sharpness"].max()), "max_batch_sharpness": float(o["batch_sharpness"].max()),
-            "min_eigenvalue": float(o["min_eigenvalue"].min()),
-            "max_fraction_of_edge": cfg["lr"] * float(o["sharpness"].max()) / edge,
-            "max_batch_fraction_of_edge": cfg["lr"] * float(o["batch_sharpness"].max()) / edge,
-            "capped": cfg["lr"] * largest / edge > cfg["safety"], "all_converged": bool(o["converged"].all()),
+            "max_sharpness": top, "max_batch_sharpness": batch, "min_eigenvalue": lowest,
+            "max_fraction_of_edge": cfg["lr"] * top / edge, "max_batch_fraction_of_edge": cfg["lr"] * batch / edge,
+            "capped": cfg["lr"] * max(batch, -lowest) / edge > cfg["safety"],
+            "all_converged": bool(o["converged"].all()),
             "twin_to_random_curvature": float(np.median(o["twin_curvature"][1:] / o["random_curvature"][1:]))}
     summary = {"data": described, "activations": cfg["activations"], "seed": cfg["seeds"][0], "lr": cfg["lr"],
                "safety": cfg["safety"], "edge_lr_times_sharpness": edge, "runs": runs}
@@ -531,8 +531,9 @@ _RESNET = dict(perturbed_sgd.PROTOCOL, **perturbed_sgd.CIFAR, model="resnet8", w
                activations=["swish", "relu"], ks=list(perturbed_sgd.KS), seeds=[0, 1, 2], milestones=[],
                fluctuation_batches=0, last=1, adam_lr=1e-3, safety=0.9, every=50, power_iterations=1)
 """Chapter 6's ResNet-8 protocol at a constant lr 0.1 (30 epochs of 40 steps: 1,200 steps, after which the
-Swish twins are a RelL1 of 3e-3 to 1e-2 apart under SGD in chapter 6's ``perturbed-sgd-constant-lr``); LocalCFL refreshes every 50 steps with one warm-started iteration
-per region (29 regions: 0.58 Hessian-vector products a step), to keep its cost within reach of SGD's."""
+Swish twins are a RelL1 of 3e-3 to 1e-2 apart under SGD in chapter 6's ``perturbed-sgd-constant-lr``);
+LocalCFL refreshes every 50 steps with one warm-started iteration per region (29 regions: 0.58
+Hessian-vector products a step), to keep its cost within reach of SGD's."""
 
 _COMMON = dict(momentum=0.0, nesterov=False, weight_decay=0.0, safety=0.9, every=10, power_iterations=2,
                tile=8, lanczos_tol=1e-4, lanczos_iter=100, target_rtol=1e-9, onset_rel_l1=1e-10)
