@@ -345,6 +345,16 @@ def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(t
     assert {verdicts["Local CFL: tanh"], verdicts["Local CFL: ResNets"]} <= set(ledger.VERDICTS)
 
 
+def test_first_refresh_bounds_each_block_by_the_whole_and_sets_the_capped_step():
+    cfg = experiments.get("local-cfl-resnet").configs["ci"]
+    whole, blocks = (local_cfl.first_refresh(cfg, m, "swish", 0) for m in ("global-cfl", "local-cfl"))
+    assert 0 < blocks["sharpness"] <= 1.01 * whole["sharpness"]   # a diagonal block's norm is at most the whole's
+    cap = cfg["safety"] * stable_step(whole["sharpness"], momentum=cfg["momentum"], nesterov=True) / cfg["lr"]
+    assert whole["step_ratio"] == pytest.approx(min(1.0, cap))
+    with pytest.raises(ValueError, match="'local-cfl' or 'global-cfl'"):
+        local_cfl.first_refresh(cfg, "sgd", "swish", 0)
+
+
 def test_sharpness_probe_follows_the_resnet_runs_sgd_trajectory_and_resumes(tmp_path):
     resnet = experiments.run_experiment("local-cfl-resnet", "ci", device="cpu", root=tmp_path, show_progress=False)
     probe = experiments.run_experiment("local-cfl-resnet-sharpness", "ci", device="cpu", root=tmp_path,

@@ -52,7 +52,7 @@ from pdeeos.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
 from pdeeos.experiments.lr_threshold import minibatch_loss
 from pdeeos.metrics import rel_l1
 from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, stable_step
-from pdeeos.training import LockstepTrainer, Split
+from pdeeos.training import Split
 
 METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "adam")
 TWIN_K = 3
@@ -416,6 +416,30 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     return RunOutput(arrays=arrays, summary=summary)
 
 
+def first_refresh(cfg: dict[str, Any], method: str, activation: str, seed: int) -> dict[str, float]:
+    r"""What the first refresh of ``method`` (``"local-cfl"`` or ``"global-cfl"``) in ``local-cfl-resnet``
+    measures: on the first batch of batch-order ``seed`` at the initial weights every seed shares, the
+    largest curvature :math:`\rho_r` over the regions (the power iteration runs until it settles) and the
+    smallest step it sets, :math:`\min_r \eta_r/\eta` with
+    :math:`\eta_r = \min(\eta,\ s \cdot 2(1+\beta)/((1+2\beta)\rho_r))`. Below 1, a cap binds for the
+    first ``every`` steps."""
+    if method not in ("local-cfl", "global-cfl"):
+        raise ValueError(f"method must be 'local-cfl' or 'global-cfl'; got {method!r}")
+    cfg = resnet_config(cfg, method, activation) | {"ks": [1]}
+    threads = torch.get_num_threads()
+    try:
+        trainer = perturbed_sgd.make_trainer(cfg, seed, "cpu", fluctuation=False)
+        (model,), (opt,) = trainer.models, trainer.optimizers
+        images, labels = trainer.batches()[0]
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward(retain_graph=True)   # as the lockstep trainer does at a refresh
+        opt.step(lambda: loss)
+    finally:
+        torch.set_num_threads(threads)   # make_trainer uses one thread, for the workers
+    return {"sharpness": max(max(rhos) for rhos in opt.sharpness()),
+            "step_ratio": min(min(rates) for rates in opt.step_sizes()) / cfg["lr"]}
+
+
 @dataclass(frozen=True)
 class SharpnessTask:
     """The SGD trajectory of one activation's first batch-order seed, probed for its sharpness."""
@@ -474,12 +498,7 @@ def sharpness_along(task: SharpnessTask, tick: Callable[[], None]) -> dict[str, 
     :func:`probe_epochs` (the first, at the initial weights, has no difference to probe). Probes and
     training resume from the checkpoint."""
     cfg = resnet_config(task.config, "sgd", task.activation) | {"ks": [1, TWIN_K]}
-    device = torch.device(task.device)
-    perturbed_sgd.prepare_device(device)
-    train, test, _ = perturbed_sgd.load_splits(cfg, device)
-    torch.manual_seed(0)   # the initial weights of every local-cfl-resnet run
-    trainer = LockstepTrainer(perturbed_sgd.build_model(cfg, train), train, test,
-                              perturbed_sgd.train_config(cfg, cfg["seeds"][0], fluctuation=False), device)
+    trainer = perturbed_sgd.make_trainer(cfg, cfg["seeds"][0], task.device, fluctuation=False)
     store = task.checkpoint.with_suffix(".probes.json")
     probes = {int(e): p for e, p in json.loads(store.read_text()).items()} if store.exists() else {}
     for epoch in probe_epochs(cfg):

@@ -120,15 +120,21 @@ class SeedTask:
     checkpoint: Path
 
 
+def make_trainer(cfg: dict[str, Any], seed: int, device: torch.device | str, *,
+                 fluctuation: bool = True) -> LockstepTrainer:
+    """The config's lockstep copies for batch-selection ``seed``, from the initial weights that every seed
+    shares (as the paper's text says), with deterministic kernels on ``device``."""
+    device = torch.device(device)
+    prepare_device(device)
+    train, test, _ = load_splits(cfg, device)
+    torch.manual_seed(0)
+    return LockstepTrainer(build_model(cfg, train), train, test,
+                           train_config(cfg, seed, fluctuation=fluctuation), device)
+
+
 def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
     """Train one seed's copies (resuming from its checkpoint); their history and final predictions."""
-    device = torch.device(task.device)
-    prepare_device(device)
-    train, test, _ = load_splits(task.config, device)
-    torch.manual_seed(0)  # the same initial weights for every seed, as the paper's text says
-    trainer = LockstepTrainer(build_model(task.config, train), train, test,
-                              train_config(task.config, task.seed, fluctuation=task.fluctuation),
-                              device)
+    trainer = make_trainer(task.config, task.seed, task.device, fluctuation=task.fluctuation)
 
     def ticking(epochs: range):
         for epoch in epochs:
