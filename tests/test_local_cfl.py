@@ -351,6 +351,8 @@ def test_first_refresh_bounds_each_block_by_the_whole_and_sets_the_capped_step()
     assert 0 < blocks["sharpness"] <= 1.01 * whole["sharpness"]   # a diagonal block's norm is at most the whole's
     cap = cfg["safety"] * stable_step(whole["sharpness"], momentum=cfg["momentum"], nesterov=True) / cfg["lr"]
     assert whole["step_ratio"] == pytest.approx(min(1.0, cap))
+    for found in (whole, blocks):   # the settled vector is an eigenvector: its curvature is ±rho
+        assert abs(found["curvature"]) == pytest.approx(found["sharpness"], rel=0.02)
     with pytest.raises(ValueError, match="'local-cfl' or 'global-cfl'"):
         local_cfl.first_refresh(cfg, "sgd", "swish", 0)
 

@@ -418,11 +418,13 @@ def run_resnet(ctx: RunContext) -> RunOutput:
 
 def first_refresh(cfg: dict[str, Any], method: str, activation: str, seed: int) -> dict[str, float]:
     r"""What the first refresh of ``method`` (``"local-cfl"`` or ``"global-cfl"``) in ``local-cfl-resnet``
-    measures: on the first batch of batch-order ``seed`` at the initial weights every seed shares, the
-    largest curvature :math:`\rho_r` over the regions (the power iteration runs until it settles) and the
-    smallest step it sets, :math:`\min_r \eta_r/\eta` with
-    :math:`\eta_r = \min(\eta,\ s \cdot 2(1+\beta)/((1+2\beta)\rho_r))`. Below 1, a cap binds for the
-    first ``every`` steps."""
+    measures on the first batch of batch-order ``seed`` at the initial weights every seed shares:
+    ``sharpness``, the largest :math:`\rho_r = \|(H_{rr} + \text{wd}\,I)v_r\|` over the regions (the power
+    iteration runs until it settles); ``curvature``, the signed Rayleigh quotient
+    :math:`v_r^\top (H_{rr} + \text{wd}\,I) v_r` at that region's unit vector, :math:`-\rho_r` where the
+    eigenvalue the iteration found is negative; and ``step_ratio``, the smallest step it sets,
+    :math:`\min_r \eta_r/\eta` with :math:`\eta_r = \min(\eta,\ s \cdot 2(1+\beta)/((1+2\beta)\rho_r))`.
+    Below 1, a cap binds for the first ``every`` steps."""
     if method not in ("local-cfl", "global-cfl"):
         raise ValueError(f"method must be 'local-cfl' or 'global-cfl'; got {method!r}")
     cfg = resnet_config(cfg, method, activation) | {"ks": [1]}
@@ -430,13 +432,21 @@ def first_refresh(cfg: dict[str, Any], method: str, activation: str, seed: int) 
     try:
         trainer = perturbed_sgd.make_trainer(cfg, seed, "cpu", fluctuation=False)
         (model,), (opt,) = trainer.models, trainer.optimizers
+        start = copy.deepcopy(model)   # the weights the refresh sees, before its step moves them
         images, labels = trainer.batches()[0]
         loss = nn.functional.cross_entropy(model(images), labels)
         loss.backward(retain_graph=True)   # as the lockstep trainer does at a refresh
         opt.step(lambda: loss)
+        params, rhos = list(model.parameters()), [max(r) for r in opt.sharpness()]
+        top = max(range(len(params)), key=rhos.__getitem__)
+        region = params if method == "global-cfl" else [params[top]]
+        vector = torch.cat([opt.state[q]["eigvec"].flatten() if any(q is r for r in region)
+                            else torch.zeros(q.numel()) for q in params])
+        curvature = sharpness.rayleigh_quotient(lambda: nn.functional.cross_entropy(start(images), labels),
+                                                list(start.parameters()), vector)
     finally:
         torch.set_num_threads(threads)   # make_trainer uses one thread, for the workers
-    return {"sharpness": max(max(rhos) for rhos in opt.sharpness()),
+    return {"sharpness": rhos[top], "curvature": curvature + cfg["weight_decay"],
             "step_ratio": min(min(rates) for rates in opt.step_sizes()) / cfg["lr"]}
 
 
