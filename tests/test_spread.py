@@ -33,6 +33,7 @@ def test_churn_counts_disagreeing_test_images() -> None:
     np.testing.assert_allclose(over_seeds, [1, 0, 0, 0.5])      # k = first: image 0; k = second: 0, 3
     c = spread.churn(pred)
     assert c["churn_over_k"] == pytest.approx(12.5) and c["churn_over_seeds"] == pytest.approx(37.5)
+    np.testing.assert_allclose(spread.churn_over_k_per_seed(pred), [25.0, 0.0])   # their mean is churn_over_k
 
 
 def test_scrambling_copies_reproduce_and_identical_copies_do_not() -> None:
@@ -73,6 +74,8 @@ def test_bad_shapes_are_refused() -> None:
         spread.std_over_k(np.ones(5))
     with pytest.raises(ValueError, match="predictions must be seeds × ks × images"):
         spread.churn(np.ones((1, 3, 10)))
+    with pytest.raises(ValueError, match="predictions must be seeds × ks × images"):
+        spread.churn_over_k_per_seed(np.ones((3, 10)))
 
 
 def test_std_intervals_contain_their_estimates() -> None:

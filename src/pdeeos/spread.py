@@ -108,6 +108,16 @@ def churn_per_image(predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _pair_disagreement(pred), _pair_disagreement(pred.transpose(1, 0, 2))
 
 
+def churn_over_k_per_seed(predictions: np.ndarray) -> np.ndarray:
+    """Per seed, the churn over k (in %): the mean over pairs of k-copies of the share of test images
+    they classify differently (``predictions``: seeds × ks × test images). Its mean over seeds is
+    ``churn_over_k``; the values show the run-to-run spread that the interval over images leaves out."""
+    pred = np.asarray(predictions)
+    if pred.ndim != 3 or pred.shape[1] < 2:
+        raise ValueError(f"predictions must be seeds × ks × images with at least 2 ks; got shape {pred.shape}")
+    return np.array([100 * float(_pair_disagreement(seed[None]).mean()) for seed in pred])
+
+
 def churn(predictions: np.ndarray) -> dict[str, Any]:
     """Churn over k and over seeds (in %), their ratio, and 95 % bootstrap intervals over the test
     images (the ratio's from a paired bootstrap)."""
@@ -184,5 +194,5 @@ def verdict(summary: dict[str, Any]) -> str:
     return "inconclusive"
 
 
-__all__ = ["VERDICT_RULE", "anova", "churn", "churn_per_image", "std_intervals", "std_over_k",
-           "std_over_seeds", "summarize", "verdict"]
+__all__ = ["VERDICT_RULE", "anova", "churn", "churn_over_k_per_seed", "churn_per_image", "std_intervals",
+           "std_over_k", "std_over_seeds", "summarize", "verdict"]
