@@ -223,7 +223,7 @@ FEW_SEEDS = dict(seeds=[0, 1, 2])
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "swish": ("App. C Table 6: Swish activation", dict(activation="swish"), {}),
     "adam": ("App. C Table 7: perturbed Adam (lr 1e-3)", dict(optimizer="adam", lr=1e-3),
-             {"book": FEW_SEEDS, "gpu": FEW_SEEDS}),
+             {"book": dict(FEW_SEEDS, width=12), "gpu": FEW_SEEDS}),
     "float64": ("App. C Table 8: float64 weights and data", dict(dtype="float64"),
                 {"book": dict(FEW_SEEDS, width=4), "gpu": FEW_SEEDS}),
     "vgg16": ("App. C: VGG16-BN, Swish", dict(model="vgg16_bn", activation="swish"),
@@ -236,7 +236,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
 }
 """The appendix variants: the same protocol with these config changes, and per-scale changes
 (fewer seeds; float64 convolutions are four times slower on a CPU, so the float64 ``book`` network
-is the width-4 ResNet-8; VGG16-BN is narrowed to 1/8 of its channels; Fashion-MNIST has 469 steps an
+is the width-4 ResNet-8; with Adam the width-8 ResNet-8 ends at 58.6 %, below the 60 % a ``book`` run
+must reach, so the Adam ``book`` network is the width-12 one (63.4 % for one seed's k = 1 copy); VGG16-BN is narrowed to 1/8 of its channels; Fashion-MNIST has 469 steps an
 epoch, so 6 epochs give 2,814 steps at lr 0.1)."""
 
 
