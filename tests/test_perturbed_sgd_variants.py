@@ -85,3 +85,18 @@ def test_copies_approaching_too_slowly_for_the_papers_budget_keep_their_verdict(
     found = perturbed_sgd.approach(summary, _rel_l1(0.1, 1.001))
     assert found["steps_to_apart"] == pytest.approx(40 * np.log(6.5) / np.log(1.001), rel=1e-6)
     assert perturbed_sgd.verdict(summary, _rel_l1(0.1, 1.001)) == "partly"
+
+
+def test_nudged_distance_starts_at_the_nudge_and_is_kept_without_steps():
+    cfg = dict(get("perturbed-sgd-float64").config("ci"), train_limit=64, test_limit=64)
+    start, after = perturbed_sgd.nudged_distance(dict(cfg, lr=0.0), 30)
+    assert 2.0 ** -31 < start < 2.0 ** -29      # each entry's relative change is 2^-30
+    assert after == start                        # lr 0: the weights, and so their distance, stay
+    moved = perturbed_sgd.nudged_distance(cfg, 30)
+    assert moved[0] == start and moved[1] != start
+
+
+@pytest.mark.parametrize("exponent", [0, 65, 2.5, True])
+def test_nudged_distance_rejects_a_bad_exponent(exponent):
+    with pytest.raises(ValueError, match="exponent"):
+        perturbed_sgd.nudged_distance(get("perturbed-sgd-float64").config("ci"), exponent)

@@ -147,6 +147,26 @@ def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
             "hvps": np.array(getattr(trainer.optimizers[0], "hvps", 0)), **region_records(trainer.optimizers[0])}
 
 
+def nudged_distance(cfg: dict[str, Any], exponent: int, *, seed: int = 0, epochs: int = 1,
+                    device: torch.device | str = "cpu") -> np.ndarray:
+    r"""How a difference of a chosen size evolves under the config's training, apart from the
+    k-perturbation: two :math:`k = 1` copies on identical batches, the second with every weight nudged
+    to :math:`\theta_i (1 + s_i 2^{-e})` (random signs :math:`s_i = \pm 1`, :math:`e` = ``exponent``),
+    at the config's first learning rate. Returns their RelL1 at the start and after each of ``epochs``
+    epochs."""
+    if isinstance(exponent, bool) or not isinstance(exponent, int) or not 1 <= exponent <= 64:
+        raise ValueError(f"exponent must be an integer in 1..64; got {exponent!r}")
+    trainer = make_trainer(dict(cfg, ks=[1, 1], epochs=epochs, milestones=[], last=1), seed, device,
+                           fluctuation=False)
+    signs = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in trainer.models[1].parameters():
+            s = torch.randint(0, 2, p.shape, generator=signs).to(p) * 2 - 1
+            p.mul_(1 + s * 2.0 ** -exponent)
+    start = rel_l1(*trainer.flat_weights())
+    return np.array([start, *trainer.train().arrays()["rel_l1"][:, 1]])
+
+
 def region_records(opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
     r"""A LocalCFL optimizer's step size :math:`\eta_r` and curvature :math:`\rho_r` of every region at the
     end, in parameter order (nothing for other optimizers)."""
