@@ -59,10 +59,11 @@ def test_odd_k_differs_in_the_last_bits(k: int) -> None:
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(out, ref))
 
 
-def test_adam_k1_matches_torch_and_k3_differs() -> None:
+def test_adam_k1_and_powers_of_two_match_torch_and_k3_differs() -> None:
     ref = _train(lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-4, foreach=False))
     assert _equal(_train(lambda p: PerturbedAdam(p, 1e-2, k=1, weight_decay=1e-4)), ref)
-    assert _equal(_train(lambda p: PerturbedAdam(p, 1e-2, k=4, weight_decay=1e-4)), ref)
+    for k in (2, 4, 8, 1024):   # powers of two change nothing, as for SGD
+        assert _equal(_train(lambda p: PerturbedAdam(p, 1e-2, k=k, weight_decay=1e-4)), ref)
     assert not _equal(_train(lambda p: PerturbedAdam(p, 1e-2, k=3, weight_decay=1e-4)), ref)
 
 

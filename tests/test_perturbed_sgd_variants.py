@@ -87,6 +87,15 @@ def test_copies_approaching_too_slowly_for_the_papers_budget_keep_their_verdict(
     assert perturbed_sgd.verdict(summary, _rel_l1(0.1, 1.001)) == "partly"
 
 
+def test_at_first_rate_keeps_the_training_and_cuts_the_length():
+    cfg = get("perturbed-sgd-float64").config("book")
+    short = perturbed_sgd.at_first_rate(cfg, (1, 3), dtype="float32")
+    assert (short["ks"], short["epochs"], short["milestones"], short["last"]) == ([1, 3], 1, [], 1)
+    assert short["dtype"] == "float32" and cfg["dtype"] == "float64"   # the change applies to the copy only
+    kept = {key for key in cfg if cfg[key] == short[key]}
+    assert kept == set(cfg) - {"ks", "epochs", "milestones", "last", "dtype"}
+
+
 def test_nudged_distance_starts_at_the_nudge_and_is_kept_without_steps():
     cfg = dict(get("perturbed-sgd-float64").config("ci"), train_limit=64, test_limit=64)
     start, after = perturbed_sgd.nudged_distance(dict(cfg, lr=0.0), 30)

@@ -147,6 +147,12 @@ def train_seed(task: SeedTask, tick: Tick) -> dict[str, np.ndarray]:
             "hvps": np.array(getattr(trainer.optimizers[0], "hvps", 0)), **region_records(trainer.optimizers[0])}
 
 
+def at_first_rate(cfg: dict[str, Any], ks: list[int], *, epochs: int = 1, **changes: Any) -> dict[str, Any]:
+    """``cfg`` (with ``changes``) cut to ``epochs`` epochs at its first learning rate, for the copies
+    ``ks``: no decay, accuracy taken at the last epoch. A short probe of the large-rate regime."""
+    return dict(cfg, **changes, ks=list(ks), epochs=epochs, milestones=[], last=1)
+
+
 def nudged_distance(cfg: dict[str, Any], exponent: int, *, seed: int = 0, epochs: int = 1,
                     device: torch.device | str = "cpu") -> np.ndarray:
     r"""How a difference of a chosen size evolves under the config's training, apart from the
@@ -156,8 +162,7 @@ def nudged_distance(cfg: dict[str, Any], exponent: int, *, seed: int = 0, epochs
     epochs."""
     if isinstance(exponent, bool) or not isinstance(exponent, int) or not 1 <= exponent <= 64:
         raise ValueError(f"exponent must be an integer in 1..64; got {exponent!r}")
-    trainer = make_trainer(dict(cfg, ks=[1, 1], epochs=epochs, milestones=[], last=1), seed, device,
-                           fluctuation=False)
+    trainer = make_trainer(at_first_rate(cfg, [1, 1], epochs=epochs), seed, device, fluctuation=False)
     signs = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in trainer.models[1].parameters():
@@ -257,8 +262,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
 """The appendix variants: the same protocol with these config changes, and per-scale changes
 (fewer seeds; float64 convolutions are four times slower on a CPU, so the float64 ``book`` network
 is the width-4 ResNet-8; with Adam the width-8 ResNet-8 ends at 58.6 %, below the 60 % a ``book`` run
-must reach, so the Adam ``book`` network is the width-12 one (63.4 % for one seed's k = 1 copy); VGG16-BN is narrowed to 1/8 of its channels; Fashion-MNIST has 469 steps an
-epoch, so 6 epochs give 2,814 steps at lr 0.1)."""
+must reach, so the Adam ``book`` network is the width-12 one (63.4 % for one seed's k = 1 copy);
+VGG16-BN is narrowed to 1/8 of its channels; Fashion-MNIST has 469 steps an epoch, so 6 epochs give
+2,814 steps at lr 0.1)."""
 
 
 def stored_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -284,6 +290,7 @@ EXPERIMENT = (
     *(_experiment(f"perturbed-sgd-{key}", summary, overrides, per_scale)
       for key, (summary, overrides, per_scale) in VARIANTS.items()),
 )
+
 
 def layer_onsets(rel_l1_layers: np.ndarray, copy: int, threshold: float) -> list[int]:
     """Per layer, the first epoch (0-based) at which the RelL1 of copy ``copy`` to k = 1, averaged over
