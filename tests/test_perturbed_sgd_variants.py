@@ -87,6 +87,22 @@ def test_copies_approaching_too_slowly_for_the_papers_budget_keep_their_verdict(
     assert perturbed_sgd.verdict(summary, _rel_l1(0.1, 1.001)) == "partly"
 
 
+def test_drift_exponent_recovers_a_power_law_per_seed_and_copy():
+    summary = {"steps_per_epoch": 40, "steps_at_large_lr": 40 * 50}
+    steps = 40 * np.arange(1, 53)                        # two epochs past the large rate, ignored
+    exponents = np.array([[0.5, 0.8, 1.0], [0.7, 0.7, 0.2]])
+    rel_l1 = np.zeros((2, 52, 4))
+    rel_l1[:, :, 1:] = 1e-3 * steps[None, :, None] ** exponents[:, None, :]
+    rel_l1[:, :8, 1:] = 5.0                              # before step 400: not fitted
+    assert np.allclose(perturbed_sgd.drift_exponent(summary, rel_l1), exponents)
+    assert np.allclose(perturbed_sgd.drift_exponent(summary, rel_l1, from_step=1_600), exponents)
+    geometric = _rel_l1(0.5, 1.05)          # exponential drift: the log-log slope grows with the window
+    early, late = (perturbed_sgd.drift_exponent(summary, geometric, from_step=t) for t in (400, 1_600))
+    assert np.all(late > 1.5 * early)
+    with pytest.raises(ValueError, match="from_step"):
+        perturbed_sgd.drift_exponent(summary, rel_l1, from_step=2_000)
+
+
 def test_at_first_rate_keeps_the_training_and_cuts_the_length():
     cfg = get("perturbed-sgd-float64").config("book")
     short = perturbed_sgd.at_first_rate(cfg, (1, 3), dtype="float32")

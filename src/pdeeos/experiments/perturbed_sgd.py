@@ -345,6 +345,23 @@ def approach(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, float]:
             "growth_per_1000_steps": float(np.exp(1000 * rate)), "steps_to_apart": needed}
 
 
+def drift_exponent(summary: dict[str, Any], rel_l1: np.ndarray, *, from_step: int = 400) -> np.ndarray:
+    r"""Per seed and copy :math:`k > 1`, the exponent :math:`p` of a power law :math:`d(t) \propto t^p`
+    for the copy's RelL1 :math:`d` to the :math:`k = 1` copy after :math:`t` steps: the least-squares
+    slope of :math:`\log d` against :math:`\log t` over the snapshots from step ``from_step`` to the end
+    of the large-learning-rate phase (``rel_l1``: seeds × epochs × ks, one snapshot an epoch). For a
+    power law the exponent does not depend on ``from_step``; for an exponential drift it grows with it.
+    Returns seeds × (ks − 1)."""
+    per_epoch = summary["steps_per_epoch"]
+    steps = per_epoch * np.arange(1, summary["steps_at_large_lr"] // per_epoch + 1)
+    window = steps >= from_step
+    if window.sum() < 2:
+        raise ValueError(f"from_step {from_step} leaves fewer than two snapshots before step {steps[-1]}")
+    d = rel_l1[:, :len(steps), 1:][:, window]                       # seeds × snapshots × copies
+    slopes = np.polyfit(np.log(steps[window]), np.log(d.transpose(1, 0, 2).reshape(window.sum(), -1)), 1)[0]
+    return slopes.reshape(d.shape[0], d.shape[2])
+
+
 def verdict(summary: dict[str, Any], rel_l1: np.ndarray) -> str:
     """:func:`pdeeos.spread.verdict`, made inconclusive where the k-copies are still approaching
     (:data:`VERDICT_RULE`)."""
