@@ -101,6 +101,9 @@ def test_drift_exponent_recovers_a_power_law_per_seed_and_copy():
     assert np.all(late > 1.5 * early)
     with pytest.raises(ValueError, match="from_step"):
         perturbed_sgd.drift_exponent(summary, rel_l1, from_step=2_000)
+    rel_l1[1, 30, 2] = 0.0                               # a copy identical to k = 1 has no exponent
+    with pytest.raises(ValueError, match="positive RelL1"):
+        perturbed_sgd.drift_exponent(summary, rel_l1)
 
 
 def test_at_first_rate_keeps_the_training_and_cuts_the_length():

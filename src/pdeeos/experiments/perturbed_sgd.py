@@ -358,6 +358,9 @@ def drift_exponent(summary: dict[str, Any], rel_l1: np.ndarray, *, from_step: in
     if window.sum() < 2:
         raise ValueError(f"from_step {from_step} leaves fewer than two snapshots before step {steps[-1]}")
     d = rel_l1[:, :len(steps), 1:][:, window]                       # seeds × snapshots × copies
+    if not ((d > 0) & np.isfinite(d)).all():
+        raise ValueError("a power law needs a positive RelL1 at every fitted snapshot; some copy is at 0 "
+                         "(identical to k = 1) or not finite")
     slopes = np.polyfit(np.log(steps[window]), np.log(d.transpose(1, 0, 2).reshape(window.sum(), -1)), 1)[0]
     return slopes.reshape(d.shape[0], d.shape[2])
 
