@@ -34,8 +34,17 @@ PAGES = sorted(
 
 WAIT_FOR_MATHJAX = """
 const done = arguments[arguments.length - 1];
-if (!window.MathJax || !MathJax.startup) { done("no MathJax"); return; }
-MathJax.startup.promise.then(() => done("ok"), (e) => done("MathJax failed: " + e));
+if (!document.querySelector(".math")) { done("no math"); return; }
+const since = Date.now();
+(function wait() {  // MathJax loads asynchronously: it may start after the page's load event
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(() => done("ok"), (e) => done("MathJax failed: " + e));
+  } else if (Date.now() - since > 30000) {
+    done("no MathJax");
+  } else {
+    setTimeout(wait, 100);
+  }
+})();
 """
 
 PAGE_REPORT = r"""
