@@ -1,7 +1,8 @@
 """The built book, opened page by page in headless Chromium from a server on 127.0.0.1.
 
 Fails on a blank page, a missing image, an image without alt text, math that MathJax did not typeset, or a
-console error. Also checks what a reader clicks: every chapter's Colab launch button points at that
+console error; a page that only forwards to another (``index.html``) must forward to a page of the book.
+Also checks what a reader clicks: every chapter's Colab launch button points at that
 chapter's notebook in the repository of ``_config.yml``, the search page finds "CFL", and a hidden
 cell opens when its toggle is clicked.
 Needs ``_build/html`` (``jupyter-book build .``) and Debian's ``chromium`` and ``chromium-driver``;
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import http.server
+import posixpath
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -105,8 +108,16 @@ def test_the_book_has_pages():
     assert "chapters/01-heat-cfl.html" in PAGES, f"missing chapter pages in {HTML}"
 
 
+REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.IGNORECASE)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders(server, browser, page):
+    redirect = REDIRECT.match((HTML / page).read_text(encoding="utf-8").strip())
+    if redirect:   # a page that only forwards (index.html): its target must exist; it is checked itself
+        target = (posixpath.dirname(page) + "/" + redirect.group(1)).lstrip("/")
+        assert target in PAGES, f"{page} forwards to {redirect.group(1)}, which is not in the book"
+        return
     browser.get_log("browser")  # forget what earlier pages logged
     browser.get(f"{server}/{page}")
     mathjax = browser.execute_async_script(WAIT_FOR_MATHJAX)
