@@ -87,6 +87,14 @@ def test_copies_approaching_too_slowly_for_the_papers_budget_keep_their_verdict(
     assert perturbed_sgd.verdict(summary, _rel_l1(0.1, 1.001)) == "partly"
 
 
+def test_copies_distance_is_the_median_over_seeds_and_copies_in_the_large_rate_phase():
+    summary = {"steps_per_epoch": 40, "steps_at_large_lr": 40 * 3}
+    rel_l1 = np.arange(3 * 5 * 4, dtype=float).reshape(3, 5, 4)   # seeds × epochs × ks
+    rel_l1[:, :, 0] = -1.0                                        # the k = 1 column is not a copy
+    expected = [np.median(rel_l1[:, epoch, 1:]) for epoch in range(3)]
+    assert perturbed_sgd.copies_distance(summary, rel_l1).tolist() == expected
+
+
 def test_drift_exponent_recovers_a_power_law_per_seed_and_copy():
     summary = {"steps_per_epoch": 40, "steps_at_large_lr": 40 * 50}
     steps = 40 * np.arange(1, 53)                        # two epochs past the large rate, ignored

@@ -328,6 +328,13 @@ VERDICT_RULE = (f"{spread.VERDICT_RULE}; but unless reproduced, a run is inconcl
                 "within the paper's number of steps at the large lr")
 
 
+def copies_distance(summary: dict[str, Any], rel_l1: np.ndarray) -> np.ndarray:
+    """The k-copies' distance to their k = 1 copy after each epoch of the large-learning-rate phase: the
+    median RelL1 over seeds and k > 1 (``rel_l1``: seeds × epochs × ks)."""
+    large = summary["steps_at_large_lr"] // summary["steps_per_epoch"]
+    return np.median(rel_l1[:, :large, 1:], axis=(0, 2))
+
+
 def approach(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, float]:
     r"""How far the k-copies are from the k = 1 copy at the end of the large-learning-rate phase (median
     RelL1 :math:`d` over seeds and k > 1, from ``rel_l1``: seeds × epochs × ks) against independent runs,
@@ -335,8 +342,8 @@ def approach(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, float]:
     that phase), and the steps :math:`\log(s\,d_{\text{seeds}}/d)/g` they would still need to be apart
     at that rate (0 if apart, infinite if not growing)."""
     per_epoch = summary["steps_per_epoch"]
-    large = summary["steps_at_large_lr"] // per_epoch
-    median = np.median(rel_l1[:, :large, 1:], axis=(0, 2))
+    median = copies_distance(summary, rel_l1)
+    large = len(median)
     window = np.arange(large - max(large // 5, 2), large)
     rate = float(np.polyfit(window * per_epoch, np.log(median[window]), 1)[0])
     gap = np.log(APART_SHARE * summary["rel_l1_between_seeds"] / median[-1])
