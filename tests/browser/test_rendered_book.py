@@ -37,17 +37,8 @@ PAGES = sorted(
 
 WAIT_FOR_MATHJAX = """
 const done = arguments[arguments.length - 1];
-if (!document.querySelector(".math")) { done("no math"); return; }
-const since = Date.now();
-(function wait() {  // MathJax loads asynchronously: it may start after the page's load event
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
-    MathJax.startup.promise.then(() => done("ok"), (e) => done("MathJax failed: " + e));
-  } else if (Date.now() - since > 30000) {
-    done("no MathJax");
-  } else {
-    setTimeout(wait, 100);
-  }
-})();
+if (!window.MathJax || !MathJax.startup) { done("no MathJax"); return; }
+MathJax.startup.promise.then(() => done("ok"), (e) => done("MathJax failed: " + e));
 """
 
 PAGE_REPORT = r"""
@@ -115,7 +106,7 @@ REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re
 def test_page_renders(server, browser, page):
     redirect = REDIRECT.match((HTML / page).read_text(encoding="utf-8").strip())
     if redirect:   # a page that only forwards (index.html): its target must exist; it is checked itself
-        target = (posixpath.dirname(page) + "/" + redirect.group(1)).lstrip("/")
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(page), redirect.group(1)))
         assert target in PAGES, f"{page} forwards to {redirect.group(1)}, which is not in the book"
         return
     browser.get_log("browser")  # forget what earlier pages logged
