@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def test_app_b_bit_identities() -> None:
 
 @pytest.mark.parametrize("optimizer", ["sgd", "local-cfl"])
 def test_resume_is_bit_exact(tmp_path: Path, optimizer: str) -> None:
-    settings = dict(fluctuation_batches=1, optimizer=optimizer, every=3)
+    settings = dict(fluctuation_batches=1, optimizer=optimizer, every=3, predict_every=1)
     whole = _trainer((1, 3), **settings)
     whole.train()
     ckpt = tmp_path / "ckpt.pt"
@@ -48,6 +49,18 @@ def test_resume_is_bit_exact(tmp_path: Path, optimizer: str) -> None:
     assert resumed.epoch == 2
     assert all(identical(a, b) for a, b in zip(whole.models, resumed.models))
     assert resumed.history == whole.history
+
+
+def test_predictions_along_training_are_recorded_every_predict_every_epochs() -> None:
+    trainer = _trainer((1, 3), predict_every=2)
+    trainer.train(4)
+    along = trainer.history.arrays()
+    assert along["prediction_epochs"].tolist() == [2, 4]
+    assert along["predictions_along"].shape == (2, 2, 16) and along["predictions_along"].dtype == np.int8
+    np.testing.assert_array_equal(along["predictions_along"][-1], trainer.predictions().numpy())
+    assert _trainer((1, 3)).train(1).arrays()["predictions_along"].shape == (0, 0, 0)
+    with pytest.raises(ValueError, match="predict_every"):
+        TrainConfig(predict_every=-1)
 
 
 def test_checkpoint_from_before_a_config_field_existed_resumes_with_its_default(tmp_path: Path) -> None:
@@ -132,19 +145,51 @@ def test_book_protocol_keeps_the_large_learning_rate_phase() -> None:
 
 def test_every_experiment_config_makes_a_valid_protocol() -> None:
     from pdeeos.experiments import registry
-    from pdeeos.experiments.perturbed_sgd import train_config
+    from pdeeos.experiments.perturbed_sgd import TRAIN_IMAGES, resolve, train_config
 
     variants = [e for name, e in registry().items()
-                if name.startswith("perturbed-sgd") and not name.endswith("constant-lr")]
+                if name.startswith("perturbed-sgd") and not name.endswith(("constant-lr", "-long"))]
     assert len(variants) == 6
     for exp in variants:
         for scale in ("ci", "book", "gpu", "paper"):
             cfg = exp.config(scale)
-            assert train_config(cfg, seed=1).ks == tuple(cfg["ks"])
+            n_train = cfg["train_limit"] or TRAIN_IMAGES[cfg["dataset"]]
+            assert train_config(resolve(cfg, n_train), seed=1).ks == tuple(cfg["ks"])
             if scale != "ci":
                 assert cfg["ks"] == [1, 3, 5, 7, 9, 11] and len(cfg["seeds"]) >= 3
             if scale != "ci" and exp.name in ("perturbed-sgd", "perturbed-sgd-swish"):
                 assert len(cfg["seeds"]) == 6   # the paper's full 6 × 6 grid
+
+
+@pytest.mark.parametrize("scale", ["gpu", "paper"])
+def test_scales_named_after_the_paper_keep_its_steps_at_the_large_lr(scale: str) -> None:
+    """Whatever the data set's size (the offline CIFAR-10 subset, the full one), a gpu or paper run trains
+    the paper's 40 epochs of its full data set at the large lr: 15,640 steps on CIFAR-10, 18,760 on
+    Fashion-MNIST; the epochs follow."""
+    from pdeeos.experiments import registry
+    from pdeeos.experiments.perturbed_sgd import TRAIN_IMAGES, schedule
+
+    paper_steps = {"cifar10": 15_640, "fashion_mnist": 18_760}
+    named = [e for name, e in registry().items() if name.startswith("perturbed-sgd") and scale in e.configs]
+    assert len(named) == {"gpu": 7, "paper": 6}[scale]   # the constant-lr control has no paper scale
+    for exp in named:
+        cfg = exp.config(scale)
+        for n_train in (TRAIN_IMAGES[cfg["dataset"]], 50_000, 60_000, 1_000):
+            stages = schedule(cfg, n_train)
+            assert stages[0][1] >= paper_steps[cfg["dataset"]], (exp.name, n_train, stages)
+            assert stages[0][1] < paper_steps[cfg["dataset"]] + math.ceil(n_train / cfg["batch_size"])
+            assert len(stages) >= 3 and stages[0][0] == cfg["lr"]
+
+
+def test_the_long_swish_run_keeps_the_paper_steps_and_records_predictions_along() -> None:
+    from pdeeos.experiments import get
+    from pdeeos.experiments.perturbed_sgd import TRAIN_IMAGES, resolve, schedule
+
+    cfg = get("perturbed-sgd-swish-long").config("book")
+    assert schedule(cfg, TRAIN_IMAGES["cifar10"])[0] == (0.1, 15_640)
+    assert len(cfg["seeds"]) >= 6 and len(cfg["ks"]) >= 3 and cfg["train_limit"] is None
+    assert cfg["predict_every"] * 40 <= 1_000 and cfg["last"] == 1
+    assert resolve(cfg, TRAIN_IMAGES["cifar10"])["milestones"] == [391, 393]
 
 
 def test_lr_threshold_outcome_says_whether_the_runs_bracket_the_threshold() -> None:

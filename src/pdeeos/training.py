@@ -63,6 +63,8 @@ class TrainConfig:
     every: int = 10
     power_iterations: int = 2
     """LocalCFL's settings (``optimizer`` ``"local-cfl"``: a region per tensor; ``"global-cfl"``: one region)."""
+    predict_every: int = 0
+    """Record every copy's prediction for every test image after each ``predict_every``-th epoch (0: never)."""
 
     def __post_init__(self) -> None:
         if not self.ks:
@@ -78,6 +80,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1; got {getattr(self, name)!r}")
+        if isinstance(self.predict_every, bool) or not isinstance(self.predict_every, int) or self.predict_every < 0:
+            raise ValueError(f"predict_every must be an integer >= 0 (epochs; 0: never); got {self.predict_every!r}")
 
     def lr_at(self, epoch: int) -> float:
         """The step schedule: ``lr · gamma^(number of milestones <= epoch)``."""
@@ -122,10 +126,20 @@ class History:
     rel_l1_layers: list[list[list[float]]] = field(default_factory=list)
     movement: list[list[float]] = field(default_factory=list)
     grad_fluctuation: list[float] = field(default_factory=list)
+    prediction_epochs: list[int] = field(default_factory=list)
+    predictions_along: list[list[list[int]]] = field(default_factory=list)
+    """Every copy's predicted class of every test image (copies × images, int8) after each epoch of
+    ``prediction_epochs`` (see :attr:`TrainConfig.predict_every`)."""
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The records as arrays (epochs × copies, epochs × copies × layers, epochs)."""
-        return {name: np.asarray(value, dtype=float) for name, value in asdict(self).items()}
+        """The records as arrays (epochs × copies, epochs × copies × layers, epochs; the predictions
+        along training as snapshots × copies × images, int8)."""
+        records = {name: np.asarray(value, dtype=float) for name, value in asdict(self).items()
+                   if name not in ("prediction_epochs", "predictions_along")}
+        along = (np.asarray(self.predictions_along, dtype=np.int8) if self.predictions_along
+                 else np.zeros((0, 0, 0), dtype=np.int8))
+        return {**records, "prediction_epochs": np.asarray(self.prediction_epochs, dtype=np.int64),
+                "predictions_along": along}
 
 
 class LockstepTrainer:
@@ -228,6 +242,9 @@ class LockstepTrainer:
         self.history.train_loss.append(losses)
         self.history.rel_l1.append(whole)
         self.history.rel_l1_layers.append(layers)
+        if self.config.predict_every and self.epoch % self.config.predict_every == 0:
+            self.history.prediction_epochs.append(self.epoch)
+            self.history.predictions_along.append(self.predictions().tolist())
         if self.config.fluctuation_batches > 0:
             gen = torch.Generator(device=self.device).manual_seed(1_000_003 * self.epoch)
             self.history.grad_fluctuation.append(gradient_fluctuation(

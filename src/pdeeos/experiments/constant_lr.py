@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.perturbed_sgd import (CONFIGS, SeedTask, check_ready, rel_l1_between_seeds,
+from pdeeos.experiments.perturbed_sgd import (CONFIGS, SeedTask, check_ready, rel_l1_between_seeds, resolve,
                                               steps_per_epoch, train_seed)
 
 ACTIVATIONS = ("relu", "swish")
@@ -26,14 +26,15 @@ ACTIVATIONS = ("relu", "swish")
 
 def _config(scale: str) -> dict[str, Any]:
     base = CONFIGS[scale]
-    return dict(base, activations=list(ACTIVATIONS), ks=[1, 3], seeds=[0, 1], milestones=[],
+    constant = dict(steps_after=[]) if "steps_at_large_lr" in base else dict(milestones=[])
+    return dict(base, **constant, activations=list(ACTIVATIONS), ks=[1, 3], seeds=[0, 1],
                 fluctuation_batches=0, last=1)
 
 
 def run(ctx: RunContext) -> RunOutput:
     """k = 1 and k = 3 copies at a constant learning rate, per activation and seed."""
-    cfg = ctx.config
     train, _, described = check_ready(ctx)
+    cfg = resolve(ctx.config, len(train.y))
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = [SeedTask(dict(cfg, activation=act), seed, False, str(ctx.device),
                       ctx.checkpoint_dir / f"{act}-seed{seed}.pt")

@@ -45,18 +45,47 @@ CIFAR = dict(dataset="cifar10", train_limit=None, test_limit=None)
 CIFAR_SCHEDULE = dict(epochs=67, milestones=[63, 65], last=2)
 """2,520 steps at lr 0.1, then 80 at 0.01 and 80 at 0.001 on the CIFAR-10 subset."""
 
+PAPER_EPOCHS_AT_LARGE_LR = 40
+"""Epochs the paper trains at lr 0.1 before the first decay, on its full data set (CIFAR-10: 391 steps an
+epoch, 15,640 steps; Fashion-MNIST: 469, 18,760)."""
+PAPER_IMAGES = {"cifar10": 50_000, "fashion_mnist": 60_000}
+"""Training images of the paper's full data sets."""
+
+
+def paper_length(decays: list[int] | str, last: int = 1) -> dict[str, Any]:
+    """A schedule given in steps: at the large lr the paper's own number of steps
+    (:data:`PAPER_EPOCHS_AT_LARGE_LR` epochs of its full data set), then ``decays`` steps at each decayed
+    rate (``"paper"``: the paper's four decays of as many steps each). :func:`resolve` turns it into
+    epochs for the data set a run actually has, so a subset trains more epochs, never fewer steps at
+    the large lr."""
+    return dict(steps_at_large_lr="paper", steps_after=decays if decays == "paper" else list(decays), last=last)
+
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "ci": dict(PROTOCOL, dataset="cifar10", train_limit=256, test_limit=256, model="resnet8",
                width=4, activation="relu", ks=[1, 3, 5], seeds=[0, 1], epochs=3, milestones=[1, 2],
                fluctuation_batches=2, last=1),
     "book": dict(PROTOCOL, **CIFAR, **CIFAR_SCHEDULE, model="resnet8", width=8, activation="relu",
                  ks=list(KS), seeds=list(range(6)), fluctuation_batches=8),
-    "gpu": dict(PROTOCOL, **CIFAR, **CIFAR_SCHEDULE, model="resnet20", width=16,
+    "gpu": dict(PROTOCOL, **CIFAR, **paper_length([400, 400]), model="resnet20", width=16,
                 activation="relu", ks=list(KS), seeds=list(range(6)), fluctuation_batches=8),
     "paper": dict(PROTOCOL, dataset="cifar10", train_limit=None, test_limit=None, model="resnet56",
-                  width=16, activation="relu", ks=list(KS), seeds=list(range(6)), epochs=200,
-                  milestones=[40, 80, 120, 160], fluctuation_batches=8, last=10),
+                  width=16, activation="relu", ks=list(KS), seeds=list(range(6)),
+                  **paper_length("paper", last=10), fluctuation_batches=8),
 }
+
+
+def resolve(cfg: dict[str, Any], n_train: int) -> dict[str, Any]:
+    """``cfg`` with ``epochs`` and ``milestones`` for ``n_train`` training images. A config given in
+    epochs is returned as it is; one given in steps (:func:`paper_length`) gets the fewest whole epochs
+    that hold at least its steps at each rate."""
+    if "steps_at_large_lr" not in cfg:
+        return dict(cfg)
+    per_epoch = steps_per_epoch(cfg, n_train)
+    large = PAPER_EPOCHS_AT_LARGE_LR * steps_per_epoch(cfg, PAPER_IMAGES[cfg["dataset"]])
+    after = [large] * 4 if cfg["steps_after"] == "paper" else cfg["steps_after"]
+    bounds = np.cumsum([math.ceil(n / per_epoch) for n in [large, *after]]).tolist()
+    return dict(cfg, epochs=bounds[-1], milestones=bounds[:-1])
 
 
 def train_config(cfg: dict[str, Any], seed: int, *, fluctuation: bool = True) -> TrainConfig:
@@ -64,7 +93,8 @@ def train_config(cfg: dict[str, Any], seed: int, *, fluctuation: bool = True) ->
     where ``fluctuation``)."""
     keys = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "epochs",
             "gamma", "augment", "dtype")
-    optional = ("safety", "every", "power_iterations")   # LocalCFL's settings, where the config has them
+    optional = ("safety", "every", "power_iterations",   # LocalCFL's settings, where the config has them
+                "predict_every")
     return TrainConfig(ks=tuple(cfg["ks"]), milestones=tuple(cfg["milestones"]), batch_seed=seed,
                        fluctuation_batches=cfg["fluctuation_batches"] if fluctuation else 0,
                        **{k: cfg[k] for k in keys}, **{k: cfg[k] for k in optional if k in cfg})
@@ -103,7 +133,8 @@ def steps_per_epoch(cfg: dict[str, Any], n_train: int) -> int:
 
 
 def schedule(cfg: dict[str, Any], n_train: int) -> list[tuple[float, int]]:
-    """(learning rate, steps at it) for each stage of the step schedule."""
+    """(learning rate, steps at it) for each stage of the step schedule, on ``n_train`` images."""
+    cfg = resolve(cfg, n_train)
     per_epoch, bounds = steps_per_epoch(cfg, n_train), [0, *cfg["milestones"], cfg["epochs"]]
     return [(cfg["lr"] * cfg["gamma"] ** i, (b - a) * per_epoch)
             for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b > a]
@@ -205,8 +236,8 @@ def check_ready(ctx: RunContext) -> tuple[Split, Split, str]:
 def run(ctx: RunContext) -> RunOutput:
     """Train every seed's lockstep copies in worker processes (resuming from checkpoints) and
     summarise the spreads."""
-    cfg = ctx.config
     train, test, described = check_ready(ctx)
+    cfg = resolve(ctx.config, len(train.y))
     tasks = [SeedTask(cfg, seed, i == 0, str(ctx.device), ctx.checkpoint_dir / f"seed{seed}.pt")
              for i, seed in enumerate(cfg["seeds"])]
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +249,8 @@ def run(ctx: RunContext) -> RunOutput:
     acc = stack("test_acc")
     final = final_accuracy(acc, cfg["last"])
     predictions = stack("predictions")
+    along = {"prediction_steps": histories[0]["prediction_epochs"] * steps_per_epoch(cfg, len(train.y)),
+             "predictions_along": stack("predictions_along").transpose(1, 0, 2, 3)} if cfg.get("predict_every") else {}
     stages = schedule(cfg, len(train.y))
     net = build_model(cfg, train)
     arrays = {
@@ -226,7 +259,7 @@ def run(ctx: RunContext) -> RunOutput:
         "rel_l1_layers": stack("rel_l1_layers"), "movement": stack("movement"),
         "grad_fluctuation": histories[0]["grad_fluctuation"], "final_acc": final,
         "std_over_k": spread.std_over_k(final), "std_over_seeds": spread.std_over_seeds(final),
-        "predictions": predictions.astype(np.int8), "test_labels": test.y.numpy().astype(np.int8),
+        "predictions": predictions.astype(np.int8), "test_labels": test.y.numpy().astype(np.int8), **along,
     }
     summary = {
         "data": described,
@@ -235,7 +268,8 @@ def run(ctx: RunContext) -> RunOutput:
         "steps_at_large_lr": stages[0][1], "total_steps": sum(n for _, n in stages),
         "schedule": [[lr, n] for lr, n in stages], "paper_protocol": PAPER_PROTOCOL,
         **spread.summarize(final, predictions),
-        "grad_fluctuation_median": float(np.median(histories[0]["grad_fluctuation"])),
+        "grad_fluctuation_median": (float(np.median(histories[0]["grad_fluctuation"]))
+                                    if cfg["fluctuation_batches"] else None),
         "rel_l1_between_seeds": rel_l1_between_seeds([h["final_weights"] for h in histories]),
         "layers": [n for n, p in net.named_parameters() if p.ndim > 1],
     }
@@ -256,8 +290,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
                "paper": dict(width=64)}),
     "fashion-mnist": ("App. C: Fashion-MNIST, Swish",
                       dict(dataset="fashion_mnist", activation="swish"),
-                      {"book": dict(FEW_SEEDS, epochs=8, milestones=[6, 7], last=1),
-                       "gpu": dict(FEW_SEEDS, epochs=8, milestones=[6, 7], last=1)}),
+                      {"book": dict(FEW_SEEDS, epochs=8, milestones=[6, 7], last=1), "gpu": FEW_SEEDS}),
 }
 """The appendix variants: the same protocol with these config changes, and per-scale changes
 (fewer seeds; float64 convolutions are four times slower on a CPU, so the float64 ``book`` network
@@ -270,9 +303,9 @@ VGG16-BN is narrowed to 1/8 of its channels; Fashion-MNIST has 469 steps an epoc
 def stored_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The shapes a config gives the stored arrays (checked when a run is loaded)."""
     n_seeds, n_ks = len(cfg["seeds"]), len(cfg["ks"])
-    grid = (n_seeds, cfg["epochs"], n_ks)
-    return {"test_acc": grid, "rel_l1": grid, "final_acc": (n_ks, n_seeds), "ks": (n_ks,),
-            "seeds": (n_seeds,)}
+    grid = (n_seeds, cfg["epochs"], n_ks) if "epochs" in cfg else None   # a schedule in steps has its
+    shapes = {"test_acc": grid, "rel_l1": grid} if grid else {}         # epochs once the data are known
+    return shapes | {"final_acc": (n_ks, n_seeds), "ks": (n_ks,), "seeds": (n_seeds,)}
 
 
 def _experiment(name: str, summary: str, overrides: dict[str, Any],
@@ -284,7 +317,21 @@ def _experiment(name: str, summary: str, overrides: dict[str, Any],
                       func=run, dtype="float32", shapes=stored_shapes)
 
 
+SWISH_LONG: dict[str, dict[str, Any]] = {
+    "ci": dict(CONFIGS["ci"], activation="swish", ks=[1, 3], seeds=[0, 1, 2], epochs=4, milestones=[2, 3],
+               fluctuation_batches=0, predict_every=2),
+    "book": dict(PROTOCOL, **CIFAR, **paper_length([80, 80]), model="resnet8", width=8, activation="swish",
+                 ks=[1, 3, 5], seeds=list(range(6)), fluctuation_batches=0, predict_every=25),
+}
+"""The Swish network of App. C Table 6 at the paper's length: 15,640 steps at lr 0.1 (391 epochs of the
+CIFAR-10 subset's 40 steps), then 80 at 0.01 and 80 at 0.001; 3 k × 6 seeds; every copy's prediction of
+every test image stored every 25 epochs (1,000 steps), so that the churn over k can be followed against the
+steps beside the churn over seeds. Accuracy and churn from the last epoch."""
+
 EXPERIMENT = (
+    Experiment(name="perturbed-sgd-swish-long", chapter="06-perturbed-sgd", configs=SWISH_LONG, func=run,
+               dtype="float32", shapes=stored_shapes,
+               summary="App. C Table 6 (Swish) at the paper's 15,640 steps at lr 0.1, predictions every 1,000 steps"),
     _experiment("perturbed-sgd",
                 "Table 1 / Fig. 3 left: lockstep perturbed-SGD copies (k = 1..11) over batch seeds", {}),
     *(_experiment(f"perturbed-sgd-{key}", summary, overrides, per_scale)
