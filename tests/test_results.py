@@ -1,7 +1,9 @@
 """Stored runs, provenance, the experiment registry and the command line."""
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 import time
 
@@ -50,10 +52,26 @@ def test_load_run_prefers_the_largest_scale_and_ignores_incomplete_runs(root):
     (results.run_dir("demo", "paper") / "data.npz").write_bytes(b"partial")  # no run.json: incomplete
     assert results.stored_scales("demo") == ["ci", "book"]
     assert results.load_run("demo").scale == "book"
-    with pytest.raises(FileNotFoundError, match="--scale paper"):
+    with pytest.raises(FileNotFoundError, match="stored at ci, book .*no experiment is called 'demo'"):
         results.load_run("demo", "paper")
-    with pytest.raises(FileNotFoundError, match="python -m pdeeos run other"):
+    with pytest.raises(FileNotFoundError, match="no experiment is called 'other'") as missing:
         results.load_run("other")
+    assert "pdeeos run" not in str(missing.value)   # no command that would fail
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_stored_files_get_the_users_umask(root, umask, mode):
+    """Stored runs and checkpoints are created like any file of the user's (not mkstemp's 0600)."""
+    before = os.umask(umask)
+    try:
+        prov = results.provenance(scale="ci", device="cpu", dtype="float64", wall_time_s=0)
+        directory = results.save_run(results.run_dir("demo", "ci"), experiment="demo", config={},
+                                     arrays={"x": np.zeros(1)}, summary={}, provenance=prov)
+        results.save_checkpoint(directory / "checkpoints" / "state.pt", {"step": 1})
+    finally:
+        os.umask(before)
+    for path in (directory / "run.json", directory / "data.npz", directory / "checkpoints" / "state.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
 
 
 def test_atomic_write_leaves_no_temporary_files(root):
@@ -221,6 +239,85 @@ def test_a_stored_run_with_malformed_records_is_a_clear_error(tmp_path, change, 
         results.load_run("heat-cfl", root=tmp_path)
     assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
     assert "is damaged" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"date": 20240101}, "provenance date is 20240101, not an ISO date string"),
+    ({"date": "last tuesday"}, "provenance date is 'last tuesday', not an ISO date string"),
+    ({"git_commit": None}, "provenance git_commit is None, not a string"),
+    ({"wall_time_s": "fast"}, "provenance wall_time_s is 'fast', not a number of seconds >= 0"),
+    ({"wall_time_s": True}, "provenance wall_time_s is True, not a number of seconds >= 0"),
+    ({"scale": "huge"}, "provenance scale is 'huge', not one of ci, book, gpu, paper"),
+])
+def test_a_provenance_field_of_the_wrong_type_is_one_line_naming_the_file(tmp_path, change, problem, capsys):
+    run = _stored_heat(tmp_path)
+    path = run.path / "run.json"
+    record = json.loads(path.read_text())
+    record["provenance"] |= change
+    path.write_text(json.dumps(record))
+    remake = f"re-make it with: python -m pdeeos run heat-cfl --scale {run.scale} --results {tmp_path}"
+    with pytest.raises(ValueError) as err:
+        results.load_run("heat-cfl", root=tmp_path)
+    assert str(err.value) == f"stored run {path} is damaged ({problem}); {remake}"
+    assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {err.value}\n"
+
+
+def _garbage(path: Path) -> None:
+    path.write_text("garbage\n")
+
+
+def _truncated(path: Path) -> None:
+    if path.suffix == ".npz":
+        np.savez(path, x=np.arange(1000.0))
+    else:
+        results.save_checkpoint(path, {"x": torch.arange(1000.0)})
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(("name", "damage", "problem"), [
+    ("seed0.pt", _garbage, "torch cannot read it: invalid literal for int()"),
+    ("seed0.pt", _truncated, "torch cannot read it: PytorchStreamReader failed"),
+    ("sub/dt0.1.npz", _truncated, "NumPy cannot read it"),
+    ("wall_time.json", _garbage, "not readable as JSON"),
+    ("wall_time.json", lambda p: p.write_text('{"wall_time_s": "fast"}'), "wall_time_s is 'fast', not a number"),
+])
+def test_a_damaged_checkpoint_is_one_line_naming_it_before_any_work(never_runs, tmp_path, name, damage,
+                                                                     problem, capsys):
+    path = results.run_dir("heat-cfl", "ci", tmp_path) / "checkpoints" / name
+    path.parent.mkdir(parents=True)
+    damage(path)
+    assert cli.main(["run", "heat-cfl", "--scale", "ci", "--device", "cpu", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint {path} is damaged ({problem}") and err.count("\n") == 1, err
+    assert f"; delete it (rm {path}) and run again: " in err
+
+
+def test_load_checkpoint_refuses_a_file_that_holds_no_dict(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save([1, 2], path)
+    with pytest.raises(ValueError, match=f"checkpoint {path} is damaged \\(it holds a list, not a dict\\)"):
+        results.load_checkpoint(path)
+
+
+def _damage_then_load(path: str, tick):
+    """A task whose checkpoint is damaged while the run goes on (after the up-front check)."""
+    _garbage(Path(path))
+    return results.load_checkpoint(Path(path))
+
+
+def test_a_damaged_checkpoint_met_in_a_worker_process_reaches_the_cli_as_one_line(never_runs, tmp_path,
+                                                                                   monkeypatch, capsys):
+    tasks = [str(tmp_path / f"task{i}.pt") for i in range(2)]
+    fake = experiments.Experiment(
+        name="heat-cfl", summary="", chapter="01-heat-cfl", configs=never_runs.configs,
+        func=lambda ctx: ctx.map(_damage_then_load, tasks, units=1, desc="demo"))
+    monkeypatch.setattr(experiments, "get", lambda name: fake)
+    assert cli.main(["run", "heat-cfl", "--scale", "ci", "--device", "cpu", "--workers", "2",
+                     "--no-progress", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: checkpoint "), err
+    assert any(err.startswith(f"error: checkpoint {t} is damaged (torch cannot read it") for t in tasks)
 
 
 def _fails_for_odd(item, tick):

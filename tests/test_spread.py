@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from pdeeos import spread
 
@@ -36,17 +37,73 @@ def test_churn_counts_disagreeing_test_images() -> None:
     np.testing.assert_allclose(spread.churn_over_k_per_seed(pred), [25.0, 0.0])   # their mean is churn_over_k
 
 
-def test_scrambling_copies_reproduce_and_identical_copies_do_not() -> None:
-    acc = RNG.normal(70, 1, (6, 6))
-    scrambled = spread.summarize(acc, _predictions(6, 6, k_scrambles=True))
-    lo, hi = scrambled["churn_ratio_ci"]
-    assert lo < 1 < hi and scrambled["churn_over_k_ci"][0] < scrambled["churn_over_k"] < scrambled["churn_over_k_ci"][1]
-    assert spread.verdict(scrambled) == "reproduced"
-    same_acc = np.repeat(acc[:1], 6, axis=0)                      # every k of a seed: the same accuracy
-    frozen = spread.summarize(same_acc, _predictions(6, 6, k_scrambles=False))
-    assert frozen["churn_over_k"] == 0 and frozen["mean_std_over_k"] < 1e-12
-    assert frozen["anova_p_seed"] < 1e-6 and frozen["seed_share"] == pytest.approx(1.0)
-    assert spread.verdict(frozen) == "not reproduced"
+def _summary(pred: np.ndarray) -> dict:
+    return spread.summarize(pred, LABELS)
+
+
+def test_scrambling_copies_are_exchangeable_and_identical_copies_are_not() -> None:
+    scrambled = _summary(_predictions(6, 6, k_scrambles=True))
+    lo, hi = scrambled["churn_ratio_seed_ci"]
+    assert lo < 1 < hi and lo > 0.8
+    assert scrambled["exchangeability_p"] > 0.05 and abs(scrambled["seed_imprint"]) < 0.05
+    frozen = _summary(_predictions(6, 6, k_scrambles=False))
+    assert frozen["churn_over_k"] == 0 and frozen["mean_std_over_k"] == 0 and frozen["pooled_std_over_k"] == 0
+    assert frozen["pooled_std_over_k_ci"] is None                  # one distinct value: no interval
+    assert frozen["anova_p_seed"] is None and frozen["anova_f_seed"] is None   # zero residual: undefined
+    assert frozen["exchangeability_p"] == pytest.approx(1 / (1 + spread.PERMUTATIONS))
+    assert frozen["seed_imprint"] == pytest.approx(1.0)
+    assert frozen["churn_ratio_seed_ci"] is None                   # every leave-one-out ratio is 0
+
+
+def test_accuracy_comes_from_the_predictions_as_ks_by_seeds() -> None:
+    pred = _predictions(3, 4, k_scrambles=True)
+    acc = spread.accuracy(pred, LABELS)
+    assert acc.shape == (4, 3)
+    assert acc[2, 1] == pytest.approx(100 * (pred[1, 2] == LABELS).mean())
+    with pytest.raises(ValueError, match="labels one per image"):
+        spread.accuracy(pred, LABELS[:10])
+
+
+def test_jackknife_matches_a_hand_computation_over_seeds() -> None:
+    pred = _predictions(4, 3, k_scrambles=True)
+    pred[1, 1:] = pred[1, 0]                                       # seed 1's k-copies all alike
+    d = spread.disagreement(pred)
+    assert d.shape == (12, 12) and np.allclose(d, d.T) and np.all(np.diag(d) == 0)
+
+    def ratio(seeds: list[int]) -> float:
+        p = pred[seeds]
+        over_k, over_seeds = spread.churn_per_image(p)
+        return over_k.mean() / over_seeds.mean()
+
+    loo = np.array([ratio([s for s in range(4) if s != i]) for i in range(4)])
+    se = np.sqrt(3 / 4 * ((loo - loo.mean()) ** 2).sum())
+    t = stats.t.ppf(0.975, 3)
+    found = spread.churn_ratio_jackknife(pred)
+    np.testing.assert_allclose(found["churn_ratio_leave_one_out"], loo)
+    np.testing.assert_allclose(found["churn_ratio_seed_ci"], [ratio([0, 1, 2, 3]) - t * se, ratio([0, 1, 2, 3]) + t * se])
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        spread.churn_ratio_jackknife(pred[:2])
+
+
+def test_a_seed_imprint_is_found_by_the_permutation_test() -> None:
+    """Copies that share half their errors with their seed: exchangeability is rejected."""
+    base = _predictions(6, 1, k_scrambles=True)
+    own = _predictions(6, 6, k_scrambles=True)
+    half = RNG.random(LABELS.size) < 0.5
+    pred = np.where(half, base, own)
+    found = spread.exchangeability(pred)
+    assert found["exchangeability_p"] < 0.01 and 0.2 < found["seed_imprint"] < 0.8
+    lo, median, hi = found["exchangeability_null"]
+    assert lo < median < hi and abs(median - 1) < 0.05
+
+
+def test_chi2_intervals_are_the_textbook_ones() -> None:
+    acc = RNG.normal(70, 1, (6, 3))
+    found = spread.std_chi2_intervals(acc)
+    s2, df = acc.var(axis=0, ddof=1).mean(), 3 * 5
+    assert found["pooled_std_over_k"] == pytest.approx(np.sqrt(s2))
+    assert found["pooled_std_over_k_ci"] == pytest.approx([np.sqrt(df * s2 / stats.chi2.ppf(0.975, df)),
+                                                           np.sqrt(df * s2 / stats.chi2.ppf(0.025, df))])
 
 
 def test_anova_matches_the_textbook_two_way_table() -> None:
@@ -57,16 +114,6 @@ def test_anova_matches_the_textbook_two_way_table() -> None:
     result = spread.anova(acc)
     assert result["anova_f_seed"] == pytest.approx(ms_seed / ms_res)
     assert result["var_residual"] == pytest.approx(ms_res)
-
-
-def test_verdict_rule_and_inconclusive() -> None:
-    def verdict(lo: float, hi: float, p: float = 0.5) -> str:
-        return spread.verdict({"churn_ratio_ci": [lo, hi], "anova_p_seed": p})
-    assert verdict(0.85, 1.05) == "reproduced"
-    assert verdict(0.85, 1.05, p=0.01) == "partly"
-    assert verdict(0.3, 0.6) == "partly"
-    assert verdict(0.01, 0.05) == "not reproduced"
-    assert verdict(0.6, 0.9) == verdict(0.05, 0.2) == "inconclusive"
 
 
 def test_bad_shapes_are_refused() -> None:

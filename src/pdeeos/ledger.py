@@ -132,15 +132,22 @@ def _interval(value: float, ci: list[float], fmt: str = ".2f") -> str:
     return f"{value:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
+def _optional(value: float | None, fmt: str) -> str:
+    return "undefined" if value is None else f"{value:{fmt}}"
+
+
 def _spread_text(s: Mapping) -> str:
-    """A perturbed-SGD run's spreads in one line: churn and STD over k and over seeds with 95 %
-    intervals, the churn ratio, the ANOVA's seed effect, and what was trained."""
-    return (f"churn over k {_interval(s['churn_over_k'], s['churn_over_k_ci'], '.1f')} % vs over seeds "
-            f"{_interval(s['churn_over_seeds'], s['churn_over_seeds_ci'], '.1f')} % (ratio "
-            f"{_interval(s['churn_ratio'], s['churn_ratio_ci'])}); STD over k "
-            f"{_interval(s['mean_std_over_k'], s['std_over_k_ci'])} % vs over seeds "
-            f"{_interval(s['mean_std_over_seeds'], s['std_over_seeds_ci'])} % (ddof {s['ddof']}); ANOVA "
-            f"seed effect p = {s['anova_p_seed']:.2g}; {s['model'].split(' (')[0]}, acc {s['mean_acc']:.1f} %")
+    """A perturbed-SGD run's spreads in one line: the churn ratio with its seed-level interval, the
+    permutation test's seed imprint, churn and pooled STD over k and over seeds, and what was trained."""
+    ci = s.get("churn_ratio_seed_ci")
+    ratio = f"{s['churn_ratio']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}] over seeds" if ci else " (no seed-level interval)")
+    null = s["exchangeability_null"]
+    imprint = ("" if null is None else f"; seed imprint {s['seed_imprint']:.2f} (exchangeable copies: "
+               f"{null[0]:.2f}–{null[2]:.2f}, permutation p = {s['exchangeability_p']:.2g})")
+    stds = (f"pooled STD over k {s['pooled_std_over_k']:.2f} % vs over seeds {s['pooled_std_over_seeds']:.2f} % "
+            f"(ddof 1); ANOVA seed p = {_optional(s['anova_p_seed'], '.2g')} (descriptive)")
+    return (f"churn ratio {ratio}{imprint}; churn over k {s['churn_over_k']:.1f} % vs over seeds "
+            f"{s['churn_over_seeds']:.1f} %; {stds}; {s['model'].split(' (')[0]}, acc {s['mean_acc']:.1f} %")
 
 
 def _perturbed(run: results.StoredRun) -> tuple[str, str]:

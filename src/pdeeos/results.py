@@ -16,12 +16,15 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import math
 import os
 import platform
+import secrets
+import shlex
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +55,20 @@ def run_dir(experiment: str, scale: str, root: Path | None = None) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The file gets the permissions of any file the user creates (0666 less the umask), not the
+    0600 of :func:`tempfile.mkstemp`, so stored runs can be shared like the rest of the checkout.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    while True:
+        tmp = path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -86,12 +99,69 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+_STARTS_OVER = "that part of the run starts over"
+
+
+def _damaged_checkpoint(path: Path, what: str, consequence: str = _STARTS_OVER) -> ValueError:
+    """The one-line error for a checkpoint file that cannot be used: the file, what is wrong with
+    it (its first sentence, on one line) and what to do (delete it, with the command; ``consequence``)."""
+    what = " ".join(what.split(". ")[0].split())[:200]
+    return ValueError(f"checkpoint {path} is damaged ({what}); delete it "
+                      f"(rm {shlex.quote(str(path))}) and run again: {consequence}")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """Load a checkpoint written by :func:`save_checkpoint`, or ``None`` if there is none."""
+    """Load a checkpoint written by :func:`save_checkpoint`, or ``None`` if there is none;
+    ``ValueError`` naming the file and how to recover when it is damaged (truncated, garbage)."""
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:   # unpickling garbage can raise nearly any exception type
+        raise _damaged_checkpoint(path, f"torch cannot read it: {err}") from err
+    if not isinstance(state, dict):
+        raise _damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a dict")
+    return state
+
+
+def _is_seconds(value: Any) -> bool:
+    """Whether ``value`` is a finite, non-negative number of seconds as JSON stores it."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and value >= 0
+
+
+def load_wall_time(path: Path) -> float:
+    """The seconds recorded in a run's ``wall_time.json`` (0 when there is none); ``ValueError``
+    naming the file and how to recover when it is damaged."""
+    path = Path(path)
+    if not path.exists():
+        return 0.0
+    resumes = "the run resumes from its other checkpoints, without counting the time of its earlier attempts"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise _damaged_checkpoint(path, f"not readable as JSON: {err}", resumes) from err
+    seconds = record.get("wall_time_s") if isinstance(record, dict) else None
+    if not _is_seconds(seconds):
+        raise _damaged_checkpoint(path, f"wall_time_s is {seconds!r}, not a number of seconds >= 0", resumes)
+    return float(seconds)
+
+
+def check_checkpoints(directory: Path) -> None:
+    """Read every checkpoint under ``directory`` (``*.pt`` through :func:`load_checkpoint`, ``*.npz``
+    array by array) so that a damaged one is refused with :func:`load_checkpoint`'s ``ValueError``
+    before a run starts, not in a worker process hours into it."""
+    for path in sorted(Path(directory).rglob("*")):
+        if path.suffix == ".pt":
+            load_checkpoint(path)
+        elif path.suffix == ".npz":
+            try:
+                with np.load(path) as npz:
+                    for key in npz.files:
+                        npz[key]
+            except Exception as err:   # truncated zip, bad header, pickled object arrays
+                raise _damaged_checkpoint(path, f"NumPy cannot read it: {err}") from err
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -133,6 +203,35 @@ PROVENANCE_KEYS = ("git_commit", "device", "torch", "numpy", "python", "platform
 """What every stored run's provenance records (:func:`provenance`)."""
 
 
+def _is_iso_date(value: Any) -> bool:
+    """Whether ``value`` is a date as :func:`provenance` stores it (ISO 8601)."""
+    try:
+        _dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+_PROVENANCE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "wall_time_s": (_is_seconds, "not a number of seconds >= 0"),
+    "scale": (lambda value: isinstance(value, str) and value in SCALES, f"not one of {', '.join(SCALES)}"),
+    "date": (_is_iso_date, "not an ISO date string"),
+}
+"""Provenance fields that are not just any string: the test each must pass, and what it says otherwise."""
+
+
+def _check_provenance(record: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the first provenance field that is missing or has the wrong type (what
+    :meth:`StoredRun.describe` and the ledger format must not fail on)."""
+    missing = sorted(set(PROVENANCE_KEYS) - set(record))
+    if missing:
+        raise ValueError(f"provenance lacks {', '.join(missing)}")
+    for key in PROVENANCE_KEYS:
+        valid, problem = _PROVENANCE_CHECKS.get(key, (lambda value: isinstance(value, str), "not a string"))
+        if not valid(record[key]):
+            raise ValueError(f"provenance {key} is {record[key]!r}, {problem}")
+
+
 def provenance(*, scale: str, device: torch.device | str, dtype: str, wall_time_s: float) -> dict:
     """The provenance record stored with every run."""
     return {
@@ -165,7 +264,8 @@ class StoredRun:
     arrays: dict[str, np.ndarray] = field(repr=False)
 
     def describe(self) -> str:
-        """One line naming what the run is and where it came from, for chapters to print."""
+        """One line naming what the run is and where it came from, for chapters to print (the
+        provenance's types were checked by :func:`load_run`)."""
         p = self.provenance
         return (
             f"{self.experiment} at scale '{self.scale}': {p['device']}, torch {p['torch']}, "
@@ -198,6 +298,18 @@ def save_run(
     return directory
 
 
+def replace_summary(run: StoredRun, summary: Mapping[str, Any]) -> None:
+    """Rewrite a stored run's ``run.json`` with a new ``summary`` computed from its stored arrays (its
+    arrays, config and provenance untouched), recording in the provenance, under ``summary_recomputed``,
+    the commit and date of the code that recomputed it."""
+    record = {"experiment": run.experiment, "config": run.config, "summary": dict(summary),
+              "provenance": {**run.provenance, "summary_recomputed": {
+                  "git_commit": git_commit(),
+                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}}}
+    text = json.dumps(record, indent=2, sort_keys=True, default=_json_default) + "\n"
+    atomic_write_bytes(run.path / "run.json", text.encode())
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
@@ -211,31 +323,65 @@ def stored_scales(experiment: str, root: Path | None = None) -> list[str]:
     return [s for s in SCALES if (run_dir(experiment, s, root) / "run.json").exists()]
 
 
+def _run_command(experiment: str, scale: str, root: Path | None) -> str:
+    """The command line that stores a run of ``experiment`` at ``scale`` under ``root``."""
+    where = "" if root is None else f" --results {shlex.quote(str(root))}"
+    return f"python -m pdeeos run {experiment} --scale {scale}{where}"
+
+
+def _no_run(experiment: str, scale: str | None, root: Path | None, available: list[str]) -> FileNotFoundError:
+    """The error for a run that is not stored, advising only a command that exists: a scale the
+    experiment has, and no ``run`` at all for a name no experiment has."""
+    from pdeeos.experiments import did_you_mean, registry
+
+    known = registry()
+    where = f"under {root or results_root()}" if scale is None else f"at scale {scale!r} in {run_dir(experiment, scale, root)}"
+    message = f"no stored run of {experiment!r} {where}"
+    stored = f"; it is stored at {', '.join(available)} (choose one with --scale)" if available else ""
+    if experiment not in known:
+        return FileNotFoundError(f"{message}{stored}; no experiment is called {experiment!r}"
+                                 f"{did_you_mean(experiment, known)}")
+    scales = list(known[experiment].configs)
+    if scale is not None and scale not in scales:
+        message += f"; {experiment!r} has no {scale!r} scale (it has {', '.join(scales)})"
+        scale = None
+    if stored and scale is None:
+        return FileNotFoundError(message + stored)
+    runnable = scale or ("book" if "book" in scales else scales[0])
+    return FileNotFoundError(f"{message}; produce one with: {_run_command(experiment, runnable, root)}")
+
+
+def _remake(experiment: str, scale: str, root: Path | None) -> str:
+    """What to do about a damaged stored run: the command that makes it again, where one exists."""
+    from pdeeos.experiments import registry
+
+    exp = registry().get(experiment)
+    if exp is None or scale not in exp.configs:
+        return (f"no experiment makes {experiment!r} at scale {scale!r} now, so restore the folder "
+                f"{run_dir(experiment, scale, root)} from version control or delete it")
+    return f"re-make it with: {_run_command(experiment, scale, root)}"
+
+
 def load_run(experiment: str, scale: str | None = None, root: Path | None = None) -> StoredRun:
-    """Load the stored run of ``experiment`` at ``scale`` (default: the largest one stored)."""
+    """Load the stored run of ``experiment`` at ``scale`` (default: the largest one stored).
+
+    ``FileNotFoundError`` when there is none, ``ValueError`` when its files are damaged (unreadable,
+    a provenance field of the wrong type, another config than the experiment's); each names the file
+    and the command that makes the run.
+    """
     available = stored_scales(experiment, root)
-    if scale is None:
-        if not available:
-            raise FileNotFoundError(
-                f"no stored run of {experiment!r} under {root or results_root()}; "
-                f"produce one with: python -m pdeeos run {experiment} --scale book"
-            )
+    if scale is None and available:
         scale = available[-1]
-    directory = run_dir(experiment, scale, root)
     if scale not in available:
-        raise FileNotFoundError(
-            f"no stored run of {experiment!r} at scale {scale!r} in {directory}; "
-            f"produce one with: python -m pdeeos run {experiment} --scale {scale}"
-        )
-    remake = f"re-make it with: python -m pdeeos run {experiment} --scale {scale}"
+        raise _no_run(experiment, scale, root, available)
+    directory = run_dir(experiment, scale, root)
+    remake = _remake(experiment, scale, root)
     try:
         record = json.loads((directory / "run.json").read_text())
         parts = {key: record[key] for key in ("config", "summary", "provenance")}
         if not all(isinstance(v, dict) for v in parts.values()):
             raise ValueError("config, summary and provenance must be JSON objects")
-        missing = sorted(set(PROVENANCE_KEYS) - set(parts["provenance"]))
-        if missing:
-            raise ValueError(f"provenance lacks {', '.join(missing)}")
+        _check_provenance(parts["provenance"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"stored run {directory / 'run.json'} is damaged ({err}); {remake}") from err
     try:

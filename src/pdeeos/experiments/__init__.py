@@ -12,6 +12,7 @@ attempt's last, unfinished step is not counted, as its work is not kept either).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import multiprocessing
@@ -211,11 +212,20 @@ def registry() -> dict[str, Experiment]:
     return found
 
 
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming the candidates closest to a mistyped ``word`` (difflib),
+    or ``""`` when none is close; for the end of an error message."""
+    close = difflib.get_close_matches(word, list(candidates), n=3)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def get(name: str) -> Experiment:
-    """The experiment called ``name``; ``KeyError`` listing the known names otherwise."""
+    """The experiment called ``name``; otherwise ``KeyError`` suggesting the closest names, or
+    listing the known ones when none is close."""
     experiments = registry()
     if name not in experiments:
-        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(sorted(experiments))}")
+        hint = did_you_mean(name, experiments) or f"; known: {', '.join(sorted(experiments))}"
+        raise KeyError(f"unknown experiment {name!r}{hint}")
     return experiments[name]
 
 
@@ -270,8 +280,8 @@ def run_experiment(
     results.check_writable(ctx.run_dir, f"the results of {name}")
     if ctx.checkpoint_dir.exists():
         results.check_writable(ctx.checkpoint_dir, f"the checkpoints of {name}")
-    if ctx.wall_file.exists():
-        ctx.earlier_wall_s = float(json.loads(ctx.wall_file.read_text())["wall_time_s"])
+        results.check_checkpoints(ctx.checkpoint_dir)   # a damaged one is refused before any work
+    ctx.earlier_wall_s = results.load_wall_time(ctx.wall_file)
     ctx.started = time.perf_counter()
     output = exp.func(ctx)
     ctx.record_wall_time()

@@ -398,7 +398,7 @@ def run_resnet(ctx: RunContext) -> RunOutput:
                        f"{key}_predictions": predictions.astype(np.int8),
                        f"{key}_process_time_s": np.array([float(o["process_time_s"]) for o in mine])}
             time_s = float(sum(o["process_time_s"] for o in mine))
-            summary["runs"][key] = spread.summarize(final, predictions) | {
+            summary["runs"][key] = spread.summarize(predictions, test.y.numpy()) | {
                 "final_rel_l1": float(np.median(rel[:, -1])), "process_time_s": time_s,
                 "hvps_per_step": float(np.mean([o["hvps"] for o in mine])) / steps}
             if m == "local-cfl":

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdeeos import data, models, spread
+from pdeeos import data, models, results, spread
 from pdeeos.experiments import Experiment, RunContext, RunOutput, Tick
 from pdeeos.metrics import rel_l1
 from pdeeos.optim import LocalCFL
@@ -267,7 +267,7 @@ def run(ctx: RunContext) -> RunOutput:
         "steps_per_epoch": steps_per_epoch(cfg, len(train.y)),
         "steps_at_large_lr": stages[0][1], "total_steps": sum(n for _, n in stages),
         "schedule": [[lr, n] for lr, n in stages], "paper_protocol": PAPER_PROTOCOL,
-        **spread.summarize(final, predictions),
+        **spread.summarize(predictions, test.y.numpy()),
         "grad_fluctuation_median": (float(np.median(histories[0]["grad_fluctuation"]))
                                     if cfg["fluctuation_batches"] else None),
         "rel_l1_between_seeds": rel_l1_between_seeds([h["final_weights"] for h in histories]),
@@ -369,10 +369,31 @@ def protocol(name: str, scale: str = "book") -> dict[str, Any]:
 APART_SHARE = 0.5
 """The k-copies count as apart when their distance to the k = 1 copy reaches this share of the distance
 between independent runs (the seeds)."""
-VERDICT_RULE = (f"{spread.VERDICT_RULE}; but unless reproduced, a run is inconclusive while its k-copies are "
-                f"still approaching: less than {APART_SHARE} × the RelL1 between seeds apart at the end of the "
-                "large-lr phase, and growing fast enough (log-linear fit over its last fifth) to get there "
-                "within the paper's number of steps at the large lr")
+REPRODUCED_RATIO = 0.8
+"""Equivalence margin of "as large as": the churn ratio's seed-level interval lies above it."""
+ABSENT_RATIO = 0.1
+"""Margin of "no effect": the churn ratio's seed-level interval lies below it."""
+
+VERDICT_RULE = (
+    "ρ = churn over k / churn over seeds (test images two copies classify differently, at the last epoch), "
+    "with its 95 % delete-one-seed jackknife interval [lo, hi] (the training run is the unit): reproduced if "
+    f"lo ≥ {REPRODUCED_RATIO} (as large as within the margin); not reproduced if hi < {ABSENT_RATIO}, or if "
+    f"no k-copy differs from its k = 1 copy on any test image in any seed; partly if {ABSENT_RATIO} ≤ lo and "
+    f"hi < {REPRODUCED_RATIO}; inconclusive if the interval reaches over {ABSENT_RATIO} or "
+    f"{REPRODUCED_RATIO}, or is undefined; and, unless reproduced, inconclusive while the k-copies are still "
+    f"approaching: less than {APART_SHARE} × the RelL1 between seeds apart at the end of the large-lr phase, "
+    "and growing fast enough (log-linear fit over its last fifth) to get there within the paper's number of "
+    "steps at the large lr. No p-value enters; the permutation test of exchangeability is reported beside "
+    "every verdict as the seed imprint that remains"
+)
+"""The rule by which :func:`verdict` turns a perturbed-SGD run into a ledger verdict, fixed before the
+paper-length Swish run was seen (the chapter prints it with the commit that set it)."""
+OLD_VERDICT_RULE = (
+    "churn ratio's 95 % interval over test images [lo, hi]: reproduced if lo ≥ 0.8 and a two-way ANOVA finds "
+    "no seed effect (p ≥ 0.05); not reproduced if hi < 0.1; partly if 0.1 ≤ lo and hi < 0.8 (or lo ≥ 0.8 "
+    "with a seed effect); inconclusive if it straddles 0.1 or 0.8; the same still-approaching clause"
+)
+"""The rule the book used before, kept to print each verdict under both."""
 
 
 def copies_distance(summary: dict[str, Any], rel_l1: np.ndarray) -> np.ndarray:
@@ -419,31 +440,71 @@ def drift_exponent(summary: dict[str, Any], rel_l1: np.ndarray, *, from_step: in
     return slopes.reshape(d.shape[0], d.shape[2])
 
 
-def verdict(summary: dict[str, Any], rel_l1: np.ndarray) -> str:
-    """:func:`pdeeos.spread.verdict`, made inconclusive where the k-copies are still approaching
-    (:data:`VERDICT_RULE`)."""
-    found, needed = spread.verdict(summary), approach(summary, rel_l1)["steps_to_apart"]
+def ratio_verdict(summary: dict[str, Any]) -> str:
+    """The part of :data:`VERDICT_RULE` that reads the churn ratio's seed-level interval."""
+    if summary["churn_over_k"] == 0:
+        return "not reproduced"
+    if summary.get("churn_ratio_seed_ci") is None:
+        return "inconclusive"
+    lo, hi = summary["churn_ratio_seed_ci"]
+    if lo >= REPRODUCED_RATIO:
+        return "reproduced"
+    if hi < ABSENT_RATIO:
+        return "not reproduced"
+    return "partly" if lo >= ABSENT_RATIO and hi < REPRODUCED_RATIO else "inconclusive"
+
+
+def old_ratio_verdict(summary: dict[str, Any]) -> str:
+    """The ratio part of :data:`OLD_VERDICT_RULE` (image-level interval, ANOVA veto at p = 0.05), read
+    from a summary of :func:`pdeeos.spread.summarize`."""
+    lo, hi = summary["churn_ratio_image_ci"] or (float("nan"),) * 2
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    if lo >= REPRODUCED_RATIO:
+        p = summary["anova_p_seed"]
+        return "reproduced" if p is None or p >= 0.05 else "partly"
+    if hi < ABSENT_RATIO:
+        return "not reproduced"
+    return "partly" if lo >= ABSENT_RATIO and hi < REPRODUCED_RATIO else "inconclusive"
+
+
+def verdict(summary: dict[str, Any], rel_l1: np.ndarray, *, rule: str = "new") -> str:
+    """A run's verdict under :data:`VERDICT_RULE` (``rule="old"``: :data:`OLD_VERDICT_RULE`): the
+    churn ratio's interval, made inconclusive where the k-copies are still approaching."""
+    found = ratio_verdict(summary) if rule == "new" else old_ratio_verdict(summary)
+    needed = approach(summary, rel_l1)["steps_to_apart"]
     budget = summary["paper_protocol"]["steps_at_large_lr"]
     approaching = 0 < needed and summary["steps_at_large_lr"] + needed <= budget
     return "inconclusive" if approaching and found != "reproduced" else found
 
 
+def resummarize(run: results.StoredRun) -> dict[str, Any]:
+    """A stored run's summary with its spread statistics recomputed from its stored predictions by the
+    current :func:`pdeeos.spread.summarize` (no re-training), the rest kept."""
+    a = run.arrays
+    fresh = spread.summarize(a["predictions"], a["test_labels"])
+    dropped = {"churn_over_k_ci", "churn_over_seeds_ci", "churn_ratio_ci", "std_over_k_ci", "std_over_seeds_ci"}
+    return {k: v for k, v in run.summary.items() if k not in dropped} | fresh
+
+
 def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
-    """A stored run's spreads with their 95 % intervals and the ledger's verdict, as one table row."""
-    def ci(key: str, digits: int = 2) -> str:
-        lo, hi = summary[f"{key}_ci"]
-        return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    """A stored run's spreads, the churn ratio with its seed-level interval and the seed imprint, and its
+    verdict under :data:`VERDICT_RULE` and :data:`OLD_VERDICT_RULE`, as one table row."""
+    def interval(ci: list[float] | None, digits: int = 2) -> str:
+        return "undefined" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
-    a = approach(summary, rel_l1)
-
+    a, null = approach(summary, rel_l1), summary["exchangeability_null"]
     return {"mean acc (%)": summary["mean_acc"],
-            "STD over k (%)": summary["mean_std_over_k"], "95 % CI (k)": ci("std_over_k"),
-            "STD over seeds (%)": summary["mean_std_over_seeds"], "95 % CI (seeds)": ci("std_over_seeds"),
-            "churn over k (%)": summary["churn_over_k"], "95 % CI (churn k)": ci("churn_over_k", 1),
-            "churn over seeds (%)": summary["churn_over_seeds"],
-            "95 % CI (churn seeds)": ci("churn_over_seeds", 1),
-            "churn ratio": summary["churn_ratio"], "95 % CI (ratio)": ci("churn_ratio"),
-            "ANOVA p (seed)": f"{summary['anova_p_seed']:.2g}",
+            "pooled STD over k (%)": summary["pooled_std_over_k"],
+            "95 % χ² CI (k)": interval(summary["pooled_std_over_k_ci"]),
+            "pooled STD over seeds (%)": summary["pooled_std_over_seeds"],
+            "95 % χ² CI (seeds)": interval(summary["pooled_std_over_seeds_ci"]),
+            "churn over k (%)": summary["churn_over_k"], "churn over seeds (%)": summary["churn_over_seeds"],
+            "churn ratio": summary["churn_ratio"],
+            "95 % CI over seeds (jackknife)": interval(summary.get("churn_ratio_seed_ci")),
+            "95 % CI over images (conditional)": interval(summary["churn_ratio_image_ci"]),
+            "exchangeable copies' ratio (95 %)": interval(None if null is None else [null[0], null[2]]),
+            "seed imprint": summary["seed_imprint"],
             "RelL1 k-copies / seeds": f"{a['copies_rel_l1']:.2g} / {a['seeds_rel_l1']:.2g}",
             "k-copies' growth per 1,000 steps": f"×{a['growth_per_1000_steps']:.2f}",
-            "verdict": verdict(summary, rel_l1)}
+            "verdict": verdict(summary, rel_l1), "verdict, old rule": verdict(summary, rel_l1, rule="old")}
