@@ -180,3 +180,17 @@ def test_resummarize_recomputes_from_the_predictions_and_records_the_commit(tmp_
     assert again.provenance["summary_recomputed"]["git_commit"] == results.git_commit()
     assert again.provenance["git_commit"] == run.provenance["git_commit"]      # the run's own commit stays
     np.testing.assert_array_equal(again.arrays["predictions"], run.arrays["predictions"])
+
+
+def test_churn_along_follows_the_snapshots_and_matches_the_final_summary():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 300)
+    snapshots = rng.integers(0, 10, (3, 4, 3, 300))          # snapshots × seeds × ks × images
+    snapshots[0, :, 1:] = snapshots[0, :, :1]                 # at first every k-copy equals its k = 1 copy
+    along = perturbed_sgd.churn_along({"predictions_along": snapshots, "prediction_steps": np.array([10, 20, 30])})
+    assert along["steps"].tolist() == [10, 20, 30] and along["churn_over_k"][0] == along["churn_ratio"][0] == 0
+    last = spread.summarize(snapshots[-1], labels)
+    assert along["churn_ratio"][-1] == pytest.approx(last["churn_ratio"])
+    np.testing.assert_allclose(along["churn_ratio_seed_ci"][-1], last["churn_ratio_seed_ci"])
+    with pytest.raises(ValueError, match="predict_every"):
+        perturbed_sgd.churn_along({"predictions": snapshots[0]})

@@ -478,6 +478,24 @@ def verdict(summary: dict[str, Any], rel_l1: np.ndarray, *, rule: str = "new") -
     return "inconclusive" if approaching and found != "reproduced" else found
 
 
+def churn_along(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The churn over k and over seeds (%) and their ratio with its seed-level (jackknife) 95 % interval
+    at every stored snapshot of a run that records predictions along training (``predictions_along``:
+    snapshots × seeds × ks × images, at ``prediction_steps``): when, if ever, the last bit scrambles the
+    predictions as much as the batch order does."""
+    if "predictions_along" not in arrays:
+        raise ValueError("the run stores no predictions along training (its config has no predict_every)")
+    rows = []
+    for snapshot in arrays["predictions_along"]:
+        s = spread.churn(snapshot) | spread.churn_ratio_jackknife(snapshot)
+        ci = s["churn_ratio_seed_ci"] or [np.nan, np.nan]
+        ratio = np.nan if s["churn_ratio"] is None else s["churn_ratio"]
+        rows.append([s["churn_over_k"], s["churn_over_seeds"], ratio, *ci])
+    table = np.array(rows)
+    return {"steps": np.asarray(arrays["prediction_steps"]), "churn_over_k": table[:, 0],
+            "churn_over_seeds": table[:, 1], "churn_ratio": table[:, 2], "churn_ratio_seed_ci": table[:, 3:]}
+
+
 def resummarize(run: results.StoredRun) -> dict[str, Any]:
     """A stored run's summary with its spread statistics recomputed from its stored predictions by the
     current :func:`pdeeos.spread.summarize` (no re-training), the rest kept."""
