@@ -1,23 +1,31 @@
 """Book pages generated from the stored runs at build time (a Sphinx extension).
 
-Listed in ``_config.yml``'s extensions, it writes ``book/_generated/ledger.md`` (the claims ledger of
-:mod:`pdeeos.ledger`), ``book/_generated/runs.md`` (every experiment, its stored runs and what they
-cost) and ``book/_generated/story.png`` (the introduction's figure, chapter 5's Fig. 5 right and Fig. 6
-from the stored ``cnnpde-regimes`` run) before Sphinx reads any page; ``book/ledger.md``,
-``book/reproduce.md`` and ``book/intro.md`` include them.
+Listed in ``_config.yml``'s extensions, it writes, before Sphinx reads any page, into ``book/_generated/``:
+
+- ``headline.md`` and ``headline.png``: the introduction's opening, Table 1's churn ratio with its
+  interval over seeds and seed imprint, and chapter 6's drift and churn, from the stored
+  ``perturbed-sgd`` run;
+- ``story.png``: the introduction's one-layer figure, chapter 5's Fig. 5 right and Fig. 6 from the
+  stored ``cnnpde-regimes`` run;
+- ``ledger-central.md`` and ``ledger.md``: the central claims and the whole claims ledger of
+  :mod:`pdeeos.ledger`;
+- ``runs.md``: every experiment, its stored runs and what they cost.
+
+``book/intro.md``, ``book/ledger.md`` and ``book/reproduce.md`` include them.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pdeeos import cnnpde, ledger, results, style
+from pdeeos import cnnpde, ledger, results, spread, style
 from pdeeos.config import SCALES
-from pdeeos.experiments import registry
+from pdeeos.experiments import perturbed_sgd, registry
 
 
 def _duration(seconds: float) -> str:
@@ -28,10 +36,117 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def ledger_page(root: Path | None = None) -> str:
+def ledger_page(root: Path | None = None, table: list[ledger.Row] | None = None) -> str:
     """The ledger table and its verdict counts, as MyST markdown."""
-    table = ledger.rows(root)
+    table = ledger.rows(root) if table is None else table
     return f"{len(table)} claims.\n\n" + ledger.markdown(table)
+
+
+HEADLINE_RUN = "perturbed-sgd"
+"""The stored run of the introduction's headline: the book's Table 1 grid (chapter 6)."""
+
+
+ACTIVATIONS = {"relu": "ReLU", "swish": "Swish"}
+DATASETS = {"cifar10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "undefined" if ci is None else f"{ci[0]:.2f}–{ci[1]:.2f}"
+
+
+def headline_page(root: Path | None = None) -> str:
+    """The introduction's opening paragraph, MyST: Table 1's churn ratio with its 95 % interval over
+    seeds, the seed imprint and the verdict, from the stored ``perturbed-sgd`` run (and the VGG16-BN
+    variant's, when stored)."""
+    if not results.stored_scales(HEADLINE_RUN, root):
+        return (f"**On real networks**: not yet run; make the run with "
+                f"`python -m pdeeos run {HEADLINE_RUN} --scale book`.\n")
+    run = results.load_run(HEADLINE_RUN, root=root)
+    s, a = run.summary, run.arrays
+    ks = ", ".join(str(int(k)) for k in a["ks"])
+    model, details = s["model"].split(" (", 1)
+    activation, params = details.rstrip(")").split(", ", 1)
+    verdict = perturbed_sgd.verdict(s, a["rel_l1"])
+    imprint = ("" if s["seed_imprint"] is None else
+               f" A **seed imprint** of {100 * s['seed_imprint']:.0f} % remains: the $k$-copies of one seed "
+               f"disagree that much less often than copies whose seeds were shuffled would (permutation "
+               f"test, $p = {s['exchangeability_p']:.2g}$).")
+    text = (f"**Change the last bit of every update, and a trained network's predictions change about as "
+            f"much as with a new batch order.** The book's Table 1 run trains a "
+            f"{ACTIVATIONS.get(activation, activation)} {model.replace('resnet', 'ResNet-')} ({params}) on "
+            f"{s['data'].split(': ', 1)[1]} of {DATASETS.get(run.config['dataset'], run.config['dataset'])} "
+            f"with {len(a['seeds'])} batch orders (seeds), "
+            f"and for each seed {len(a['ks'])} copies from the same weights on the same batches that differ "
+            f"only in how each SGD step rounds: $\\theta - (k\\eta)(d/k)$, $d$ the update direction, for "
+            f"$k = {ks}$ ($k = 1$ is the plain step). "
+            f"The copies of one seed classify {s['churn_over_k']:.1f} % of the test images differently; "
+            f"copies trained on other batch orders, {s['churn_over_seeds']:.1f} %. Their ratio, the **churn ratio**, "
+            f"is **{s['churn_ratio']:.2f}**, with a 95 % interval over the seeds of "
+            f"**{_interval(s['churn_ratio_seed_ci'])}** (each training run one replicate): "
+            f"{ledger.badge(verdict)} for Table 1 by the ledger's rule.{imprint}")
+    vgg = "perturbed-sgd-vgg16"
+    if results.stored_scales(vgg, root):
+        v = results.load_run(vgg, root=root).summary
+        act = v["model"].split(" (", 1)[1].split(",")[0]
+        text += (f" A VGG16-BN with {ACTIVATIONS.get(act, act)} gives a churn ratio of {v['churn_ratio']:.2f} "
+                 f"({_interval(v['churn_ratio_seed_ci'])}), with a seed imprint of {100 * v['seed_imprint']:.0f} %.")
+    return text + "\n"
+
+
+def headline_figure(root: Path | None = None) -> bytes:
+    """PNG of chapter 6's finding from the stored ``perturbed-sgd`` run: the k = 3 copy's RelL1 to its
+    k = 1 copy over training for every seed against the distance between independent runs (Fig. 3
+    left), and the churn of each seed's k-copies against that of each k's seed-copies (Table 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    style.use()
+    fig, (left, right) = style.figure(1, 2, width=10, height=3.6, gridspec_kw={"width_ratios": [1.25, 1]})
+    if not results.stored_scales(HEADLINE_RUN, root):
+        for ax in (left, right):
+            ax.text(0.5, 0.5, f"not yet run: python -m pdeeos run {HEADLINE_RUN}", ha="center", transform=ax.transAxes)
+    else:
+        run = results.load_run(HEADLINE_RUN, root=root)
+        s, a, cfg = run.summary, run.arrays, run.config
+        j3, per_epoch = list(a["ks"]).index(3), s["steps_per_epoch"]
+        rel = a["rel_l1"][:, :, j3]                                     # seeds × epochs
+        steps = per_epoch * np.arange(1, rel.shape[1] + 1)
+        for i, curve in enumerate(rel):
+            left.semilogy(steps, curve, color=style.PALETTE[0], linewidth=1.0, alpha=0.8,
+                          label=f"$k = 3$ copy to its $k = 1$ copy, each of {len(rel)} seeds" if i == 0 else None)
+        style.reference_line(left, s["rel_l1_between_seeds"], "independent runs (two seeds' $k = 1$ copies)")
+        for i, m in enumerate(cfg["milestones"]):
+            left.axvline(m * per_epoch, color=style.REFERENCE_COLOR, linewidth=0.8, linestyle=":",
+                         label="learning rate ÷ 10" if i == 0 else None)
+        left.set(xlabel="SGD step", ylabel="RelL1 of the weights", ylim=(0.03, 3),
+                 title="the last-bit copies drift nearly as far apart as independent runs")
+        left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
+
+        over_k = spread.churn_over_k_per_seed(a["predictions"])                        # per seed
+        over_seeds = spread.churn_over_k_per_seed(a["predictions"].transpose(1, 0, 2))  # per k
+        rows = [("a new batch order:\nthe seed-copies of one $k$", over_seeds, style.REFERENCE_COLOR),
+                ("the last bit:\nthe $k$-copies of one seed", over_k, style.PALETTE[1])]
+        for y, (_, values, color) in enumerate(rows):
+            heights = y + np.linspace(-0.22, 0.22, len(values))   # a row of its own for each dot: none hides another
+            right.plot(values, heights, "o", color=color, markersize=6)
+            right.plot([values.mean()] * 2, [y - 0.32, y + 0.32], color=color, linewidth=2.5)
+        top = 1.15 * max(over_k.max(), over_seeds.max())
+        right.set(xlim=(0, top), ylim=(-0.6, 1.6), yticks=[0, 1], yticklabels=[r[0] for r in rows],
+                  xlabel="test images two copies classify differently (%)\n"
+                         "a dot per seed (per $k$), a bar at their mean",
+                  title=f"churn ratio {s['churn_ratio']:.2f} (95 % over seeds: {_interval(s['churn_ratio_seed_ci'])})")
+        right.grid(axis="y", visible=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _day(iso: str) -> str:
+    """The day of an ISO date as "23 Nov 2026": a table cell breaks it between words, never inside a number."""
+    return datetime.date.fromisoformat(iso[:10]).strftime("%-d %b %Y")
 
 
 def runs_page(root: Path | None = None) -> str:
@@ -42,7 +157,7 @@ def runs_page(root: Path | None = None) -> str:
         stored = []
         for scale in results.stored_scales(name, root):
             p = results.load_run(name, scale, root).provenance
-            stored.append(f"{scale}: {p['device']}, {_duration(p['wall_time_s'])}, {p['date'][:10]}")
+            stored.append(f"{scale}: {p['device']}, {_duration(p['wall_time_s'])}, {_day(p['date'])}")
         scales = ", ".join(s for s in SCALES if s in exp.configs)
         lines.append(f"| `{name}` | [{int(exp.chapter[:2])}](../chapters/{exp.chapter}.ipynb) | {scales} | "
                      f"{'; '.join(stored) or 'none stored'} |")
@@ -76,8 +191,8 @@ def story_figure(root: Path | None = None) -> bytes:
     style.reference_line(right, 2.0, "edge of stability: 2")
     right.set(xlabel="iteration $n$", ylabel=r"$\Delta t\,\lambda_{\max}(\nabla^2 L)$", ylim=(0, 8),
               title="normalised sharpness, first 100 iterations")
-    left.legend(fontsize=8)
-    right.legend(fontsize=8, loc="upper left")
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -87,7 +202,10 @@ def story_figure(root: Path | None = None) -> bytes:
 def write_pages(book_dir: Path, root: Path | None = None) -> None:
     """Write the generated pages under ``book_dir/_generated`` (atomically, only when they change)."""
     out = book_dir / "_generated"
-    pages = {"ledger.md": ledger_page(root).encode(), "runs.md": runs_page(root).encode(),
+    table = ledger.rows(root)
+    pages = {"headline.md": headline_page(root).encode(), "headline.png": headline_figure(root),
+             "ledger-central.md": ledger.central_markdown(table).encode(),
+             "ledger.md": ledger_page(root, table).encode(), "runs.md": runs_page(root).encode(),
              "story.png": story_figure(root)}
     for name, data in pages.items():
         path = out / name

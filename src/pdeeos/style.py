@@ -12,6 +12,9 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 from cycler import cycler
 
+__all__ = ["CHAOTIC", "METHOD_COLORS", "PALETTE", "PERIODIC", "RC", "REFERENCE_COLOR", "RESTRAINED", "STABLE",
+           "UNSTABLE", "figure", "reference_line", "use"]
+
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
     "#D55E00",  # vermillion

@@ -5,12 +5,16 @@ console error; a page that only forwards to another (``index.html``) must forwar
 Also checks what a reader clicks: every chapter's Colab launch button points at that
 chapter's notebook in the repository of ``_config.yml``, the search page finds "CFL", and a hidden
 cell opens when its toggle is clicked.
+At a 1280 px window no code line, printed output or output table is wider than the box it is shown in
+(folded cells opened first), and the front pages (introduction, ledger, chapter 6) are saved whole.
 Needs ``_build/html`` (``jupyter-book build .``) and Debian's ``chromium`` and ``chromium-driver``;
-``scripts/test.sh`` provides all three. A screenshot of every page goes to ``_build/screenshots``.
+``scripts/test.sh`` provides all three. A screenshot of every page goes to ``_build/screenshots``, and
+of the front pages at their full length to ``_build/screenshots/full-1280px``.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import posixpath
@@ -209,3 +213,100 @@ def test_every_ledger_verdict_is_visible(server, browser, width):
     browser.save_screenshot(str(SHOTS / f"ledger-{width}px.png"))
     assert report["rows"] >= 20 and report["outside"] == [], report
     browser.set_window_size(1280, 2000)
+
+
+CLIPPED = r"""
+// Open every folded cell, then report each code block, printed output and output box whose content
+// is wider than the box itself (scrollWidth > clientWidth): a line cut off, or hidden behind a scrollbar.
+document.querySelectorAll("details").forEach(d => { d.open = true; });
+const article = document.querySelector("article") || document.querySelector("main");
+const boxes = new Set(article.querySelectorAll(
+  "pre, div.cell_input, div.cell_output, div.cell_output > div.output, div.cell_output table"));
+const widest = (el) => {
+  const lines = el.innerText.split("\n");
+  return lines.reduce((a, b) => (b.length > a.length ? b : a), "").trim().slice(0, 100);
+};
+return Array.from(boxes)
+  .filter(el => el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+  .filter(el => !Array.from(boxes).some(inner => inner !== el && el.contains(inner)
+                                       && inner.clientWidth > 0 && inner.scrollWidth > inner.clientWidth + 1))
+  .map(el => ({box: el.tagName.toLowerCase() + "." + (el.className || "").split(" ")[0],
+               over: el.scrollWidth - el.clientWidth, width: el.clientWidth, line: widest(el)}));
+"""
+
+
+SPLIT_WORDS = r"""
+// Every table cell's words, each checked for a line break inside it: a number such as 1.515e-14 drawn as
+// "1.515e-" over "14" was squeezed into a column too narrow for it. A break after a dash ("0.05–" over
+// "0.09") or after a hyphen before a letter ("global-" over "cfl", "4-" over "layer") is allowed.
+const article = document.querySelector("article") || document.querySelector("main");
+const split = [];
+for (const cell of article.querySelectorAll("table td, table th")) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const word of node.textContent.matchAll(/\S{2,}/g)) {
+      const tops = [];
+      for (let i = 0; i < word[0].length; i++) {
+        const range = document.createRange();
+        range.setStart(node, word.index + i);
+        range.setEnd(node, word.index + i + 1);
+        const rect = range.getClientRects()[0];
+        tops.push(rect ? Math.round(rect.top) : null);
+      }
+      for (let i = 1; i < tops.length; i++) {
+        if (tops[i] === null || tops[i - 1] === null || tops[i] <= tops[i - 1]) continue;
+        const w = word[0];
+        if ("–—".includes(w[i - 1]) || (w[i - 1] === "-" && /\p{L}/u.test(w[i]))) continue;
+        split.push(w.slice(0, i) + " | " + w.slice(i));
+        break;
+      }
+    }
+  }
+}
+return split.slice(0, 20);
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_number_is_split_in_a_table(server, browser, page):
+    """At 1280 px no word or number in a table cell (the ledger's, a chapter's data frame) is broken
+    across two lines: the columns are wide enough for their longest word, or the table is narrower."""
+    if REDIRECT.match((HTML / page).read_text(encoding="utf-8").strip()):
+        return
+    browser.set_window_size(1280, 2000)
+    browser.get(f"{server}/{page}")
+    split = browser.execute_script(SPLIT_WORDS)
+    assert split == [], f"{page}: words broken inside a table cell at 1280 px: {split}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_code_or_output_is_clipped(server, browser, page):
+    """At a 1280 px window every code line (folded cells opened), every printed line and every output
+    table fits the box it is drawn in: nothing the reader needs sits behind a horizontal scrollbar."""
+    if REDIRECT.match((HTML / page).read_text(encoding="utf-8").strip()):
+        return
+    browser.set_window_size(1280, 2000)
+    browser.get(f"{server}/{page}")
+    browser.execute_async_script(WAIT_FOR_MATHJAX)
+    clipped = browser.execute_script(CLIPPED)
+    assert clipped == [], f"{page}: content wider than its box at 1280 px: " + "; ".join(
+        f"{c['box']} by {c['over']} px of {c['width']}: {c['line']!r}" for c in clipped)
+
+
+FRONT_PAGES = ["book/intro.html", "book/ledger.html", "chapters/06-perturbed-sgd.html"]
+
+
+@pytest.mark.parametrize("page", FRONT_PAGES)
+def test_front_page_screenshot(server, browser, page):
+    """The pages a reader in a hurry opens, saved whole at 1280 px (``_build/screenshots/full-1280px``)."""
+    browser.set_window_size(1280, 2000)
+    browser.get(f"{server}/{page}")
+    browser.execute_async_script(WAIT_FOR_MATHJAX)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    out = SHOTS / "full-1280px" / (page.replace("/", "__").removesuffix(".html") + ".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(base64.b64decode(shot["data"]))
+    assert out.stat().st_size > 10_000, f"{page}: empty screenshot"
