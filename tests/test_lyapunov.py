@@ -1,5 +1,7 @@
 """Finite-time Lyapunov exponents and twin divergence rates."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -35,17 +37,20 @@ def test_twin_rate_merged_shrinking_and_undecided():
     assert at_rounding.outcome == "rounding" and at_rounding.sign == 0 and at_rounding.rate > 0
     assert lyapunov.twin_rate(1e-8 * noise).sign == 0                            # above the floor: the fit decides
     late = np.r_[np.zeros(20), 1e-16 * np.exp(0.5 * np.arange(180))]
-    assert lyapunov.twin_rate(np.minimum(late, 2)).start == 20
+    onset = 20 + int(np.ceil(np.log(1e-12 / 1e-16) / 0.5))      # the first distance above the float64 floor
+    assert lyapunov.twin_rate(np.minimum(late, 2)).start == onset
 
 
+@pytest.mark.parametrize("analysis, least", [(lyapunov.twin_rate, 8), (partial(lyapunov.fate, dtype="float32"), 4),
+                                             (partial(lyapunov.growth, dtype="float32"), 4)])
 @pytest.mark.parametrize("distance, message", [
-    (np.ones(4), "at least 8"),
+    (np.ones(3), "at least"),
     (np.r_[np.ones(9), np.nan], "finite"),
     (-np.ones(10), ">= 0"),
 ])
-def test_twin_rate_bad_input(distance, message):
-    with pytest.raises(ValueError, match=message):
-        lyapunov.twin_rate(distance)
+def test_bad_records_are_refused(analysis, least, distance, message):
+    with pytest.raises(ValueError, match=f"at least {least}" if message == "at least" else message):
+        analysis(distance)
 
 
 def test_windowed_rates_and_first_at_least():
@@ -78,3 +83,123 @@ def test_exponent_interval_from_block_means():
     assert low[0] == pytest.approx(-0.2) and high[0] == pytest.approx(-0.2)
     with pytest.raises(ValueError, match="blocks"):
         lyapunov.exponent_interval(periodic, blocks=1)
+
+
+# ---------------------------------------------------------------------- floors, onsets, fates, growth
+
+DTYPES = ["float16", "bfloat16", "float32", "float64"]
+
+
+def test_rounding_floor_follows_the_dtype():
+    import torch
+    assert lyapunov.rounding_floor(torch.float32) == lyapunov.rounding_floor(np.float32) == 1e-4
+    assert lyapunov.rounding_floor("float64") == lyapunov.rounding_floor(np.dtype("float64")) == 1e-12
+    assert lyapunov.rounding_floor(torch.bfloat16) == lyapunov.rounding_floor("float16") == 1e-2
+    for bad in ("int64", torch.int32, "double-ish"):
+        with pytest.raises(ValueError, match="dtype must be one of"):
+            lyapunov.rounding_floor(bad)
+
+
+def _noise(n: int, seed: int = 0) -> np.ndarray:
+    return 1 + 0.3 * np.random.default_rng(seed).random(n)
+
+
+def _record(kind: str, floor: float, n: int = 400) -> np.ndarray:
+    """A synthetic twin record of each fate, 1.3 times between the floor's tenth and its level."""
+    steps = np.arange(n)
+    top = min(1000 * floor, 1.5)
+    burst = np.minimum(0.1 * floor * np.exp(0.1 * np.maximum(steps - 100, 0)), top)
+    return {
+        "rounding": 0.5 * floor * _noise(n) / 1.3,
+        "damped": np.where(steps < 250, burst, 0.0),
+        "damped to the floor": np.where(steps < 250, burst, 0.3 * floor * _noise(n)),
+        "kept": burst * np.where(steps > 200, _noise(n), 1.0) / 1.3,
+        "growing": 0.1 * floor * np.exp(np.log(0.9 * top / (0.1 * floor)) * steps / n),
+    }[kind]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["rounding", "damped", "damped to the floor", "kept", "growing"])
+def test_fate_of_each_kind_of_record_in_every_dtype(kind: str, dtype: str):
+    floor = lyapunov.rounding_floor(dtype)
+    fate = lyapunov.fate(_record(kind, floor), dtype=dtype)
+    assert fate in lyapunov.FATES and fate == kind.split()[0]
+
+
+def test_fate_depends_on_the_floor_of_the_dtype():
+    record = _record("kept", lyapunov.rounding_floor("float64"))      # kept apart in float64 terms ...
+    assert lyapunov.fate(record, dtype="float64") == "kept"
+    assert lyapunov.fate(record, dtype="float32") == "rounding"        # ... all below float32's floor
+
+
+def test_fate_of_a_record_that_falls_at_the_end_and_of_a_small_rise():
+    floor = lyapunov.rounding_floor("float32")
+    n = np.arange(400)
+    falling = np.where(n < 300, 1e3 * floor, 1e3 * floor * np.exp(-0.05 * (n - 300)))
+    assert lyapunov.fate(falling, dtype="float32") == "damped"
+    small = 10 * floor * _noise(400)                                    # within 100x of the floor, no trend
+    assert lyapunov.fate(small, dtype="float32") == "rounding"
+
+
+def test_fate_bad_floor_and_steps():
+    with pytest.raises(ValueError, match="floor must"):
+        lyapunov.fate(np.ones(10), dtype="float32", floor=0.5)
+    with pytest.raises(ValueError, match="steps must"):
+        lyapunov.fate(np.ones(10), dtype="float32", steps=np.arange(10))
+
+
+def _burst(onset: int, rate: float, n: int = 400, floor: float = 1e-4) -> np.ndarray:
+    """At the floor (a few tenths of it, with one poke above it at step 30) before ``onset``, then
+    above it, growing by ``rate`` a step up to 0.5."""
+    steps = np.arange(1, n + 1)
+    d = 0.3 * floor * _noise(n)
+    d[29] = 3 * floor
+    grown = floor * np.exp(rate * (steps - onset)) * (1 + 0.1 * np.random.default_rng(1).random(n))
+    return np.where(steps >= onset, np.minimum(grown, 0.5), d)
+
+
+def test_onset_is_where_the_distance_leaves_the_floor_for_good():
+    assert lyapunov.onset(_burst(226, 0.32), dtype="float32") == 226       # not the poke at 30
+    assert lyapunov.onset(_burst(226, 0.32), dtype="float32", steps=10 * np.arange(1, 401)) == 2260
+    assert lyapunov.onset(0.3e-4 * _noise(400), dtype="float32") is None
+    assert lyapunov.onset(np.full(10, 1e-6), dtype="float64") == 1          # a nudge starts above the floor
+
+
+def test_growth_rate_from_onset_to_saturation_and_the_drift():
+    grown = lyapunov.growth(_burst(226, 0.32), dtype="float32")
+    assert grown.fate == "kept" and grown.onset == 226 and grown.drift == "exponential"
+    assert grown.low < 0.32 < grown.high and grown.high - grown.low < 0.05
+    assert abs(grown.stop - 226 - np.log(0.05 / 1e-4) / 0.32) < 2          # a tenth of the plateau
+    steps = np.arange(1, 401)
+    drift = np.where(steps > 50, 2e-12 * (steps - 50.0) ** 2, 0.5e-12)   # d ∝ (n - n0)^2 from n0 = 50
+    polynomial = lyapunov.growth(drift, dtype="float64")
+    assert polynomial.onset == 51 and polynomial.drift == "polynomial"
+    assert polynomial.power == pytest.approx(2.0) and polynomial.fate == "growing"
+    quiet = lyapunov.growth(0.3e-4 * _noise(400), dtype="float32")
+    assert quiet.onset is None and np.isnan(quiet.rate) and quiet.fate == "rounding"
+
+
+def test_twin_rate_fits_a_float32_burst_from_its_onset():
+    rate = lyapunov.twin_rate(_burst(226, 0.32), dtype="float32", saturation=0.1)
+    assert rate.outcome == "saturated" and rate.start == 225          # the index of step 226
+    assert rate.low < 0.32 < rate.high
+
+
+def test_onset_statistics_over_seeds():
+    rows = np.stack([_burst(onset, 0.3) for onset in (100, 150, 300)] + [0.3e-4 * _noise(400)])
+    summary = lyapunov.onset_statistics(rows, dtype="float32")
+    assert summary.bursts == 3 and summary.records == 4
+    assert summary.earliest == 100 and summary.latest == 300
+    assert summary.median == 225                                       # (150 + 300) / 2: the silent seed counts as latest
+    assert np.isnan(summary.onsets[3])
+    mostly_silent = lyapunov.onset_statistics(np.stack([rows[0], rows[3], rows[3]]), dtype="float32")
+    assert mostly_silent.median == np.inf and mostly_silent.bursts == 1
+    with pytest.raises(ValueError, match="records × steps"):
+        lyapunov.onset_statistics(rows[0], dtype="float32")
+
+
+def test_a_record_leaving_the_floor_at_the_end_is_growing():
+    n = np.arange(400)
+    leaving = 1e-9 * np.exp(0.03 * n)                                   # above float32's floor at the very end
+    assert np.median(leaving[-100:]) < 1e-4 < leaving[-1]
+    assert lyapunov.fate(leaving, dtype="float32") == "growing"

@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pdeeos.optim import PerturbedAdam, PerturbedSGD
+from pdeeos.optim import PerturbedAdam, PerturbedSGD, perturb, reapply_update
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SGD_SETTINGS = [
     dict(momentum=0.0, weight_decay=0.0, nesterov=False),
@@ -20,9 +22,10 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
-def _train(opt_fn, steps: int = 20) -> list[torch.Tensor]:
+def _train(opt_fn, steps: int = 20, schedule=None) -> list[torch.Tensor]:
     net = _net()
     opt = opt_fn(net.parameters())
+    scheduler = None if schedule is None else schedule(opt)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
         x = torch.randn(32, 8, generator=gen)
@@ -30,6 +33,8 @@ def _train(opt_fn, steps: int = 20) -> list[torch.Tensor]:
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
     return [p.detach().clone() for p in net.parameters()]
 
 
@@ -84,3 +89,126 @@ def test_bad_hyperparameters_raise() -> None:
         PerturbedSGD(_net().parameters(), 0.1, nesterov=True)
     with pytest.raises(ValueError, match="betas"):
         PerturbedAdam(_net().parameters(), 0.1, betas=(0.9, 1.0))
+
+
+# ---------------------------------------------------------------------- perturb: any optimizer
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2, foreach=False),
+    "adam-foreach-maximize": lambda p: torch.optim.Adam(p, lr=1e-2, foreach=True, maximize=True),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-2),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5),
+}
+
+
+def _bits(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The bit patterns of float32 tensors (``torch.equal`` would call -0 and +0 equal)."""
+    return [p.view(torch.int32) for p in params]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_perturb_with_a_power_of_two_is_the_optimizer_bit_for_bit(name: str) -> None:
+    ref = _bits(_train(OPTIMIZERS[name]))
+    for k in (1, 2, 4, 1024):
+        assert _equal(_bits(_train(lambda p: perturb(OPTIMIZERS[name](p), k))), ref)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_perturb_with_odd_k_changes_last_bits_only(name: str) -> None:
+    ref = _train(OPTIMIZERS[name])
+    out = _train(lambda p: perturb(OPTIMIZERS[name](p), 3))
+    assert not _equal(out, ref)
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(out, ref))
+
+
+def _scheduled(opt_fn, *, perturb_first: bool, k: int | None) -> list[torch.Tensor]:
+    """Trained with a StepLR schedule, perturbed by ``k`` (if any) before or after the scheduler is made."""
+    def build(params):
+        opt = opt_fn(params)
+        return perturb(opt, k) if k is not None and perturb_first else opt
+
+    def schedule(opt):
+        scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
+        if k is not None and not perturb_first:
+            perturb(opt, k)
+        return scheduler
+    return _train(build, schedule=schedule)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("perturb_first", [True, False])
+def test_perturb_with_a_scheduler(name: str, perturb_first: bool) -> None:
+    ref = _scheduled(OPTIMIZERS[name], perturb_first=perturb_first, k=None)
+    assert _equal(_bits(_scheduled(OPTIMIZERS[name], perturb_first=perturb_first, k=2)), _bits(ref))
+    assert not _equal(_scheduled(OPTIMIZERS[name], perturb_first=perturb_first, k=3), ref)
+    assert not _equal(ref, _train(OPTIMIZERS[name]))              # the schedule did change the run
+
+
+def test_reapply_update_recovers_the_update_where_subtracting_rounds() -> None:
+    gen = torch.Generator().manual_seed(0)
+    old = torch.randn(100_000, generator=gen) * 10.0 ** torch.randint(-6, 3, (100_000,), generator=gen)
+    new = old * (1 + 10.0 ** torch.randint(-9, 2, (100_000,), generator=gen) * torch.randn(100_000, generator=gen))
+    new[:1000] = -1e-9 * new[:1000]                                  # weights that cross zero
+    assert ((old + (new - old)) != new).any()                        # the naive θ_old + Δ is not θ_new
+    for k in (1, 2, 8):
+        assert torch.equal(reapply_update(old, new, k).view(torch.int32), new.view(torch.int32))
+    assert (reapply_update(old, new, 3) != new).any()
+
+
+def test_perturb_sets_k_in_every_group_and_in_later_groups() -> None:
+    net = _net()
+    opt = perturb(torch.optim.SGD([{"params": net[0].parameters()}], lr=0.1), 3)
+    opt.add_param_group({"params": net[2].parameters()})
+    assert [g["k"] for g in opt.param_groups] == [3, 3]
+    assert opt.state_dict()["param_groups"][1]["k"] == 3
+    assert perturb(opt, 5) is opt and [g["k"] for g in opt.param_groups] == [5, 5]
+
+
+def test_perturb_of_a_perturbed_sgd_sets_its_own_k() -> None:
+    paper = _train(lambda p: PerturbedSGD(p, 0.1, k=3, momentum=0.9))
+    assert _equal(_train(lambda p: perturb(PerturbedSGD(p, 0.1, k=1, momentum=0.9), 3)), paper)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.0, 1.5, True, "3"])
+def test_perturb_refuses_a_bad_k(k: object) -> None:
+    with pytest.raises(ValueError, match="k must be an integer"):
+        perturb(torch.optim.SGD(_net().parameters(), lr=0.1), k)
+
+
+def test_perturb_refuses_what_is_not_an_optimizer() -> None:
+    with pytest.raises(ValueError, match="torch.optim.Optimizer"):
+        perturb(_net().parameters(), 3)
+
+
+def _one_step(opt: torch.optim.Optimizer, net: nn.Module) -> None:
+    opt.zero_grad()
+    net(torch.ones(4, 8)).sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: perturb(torch.optim.AdamW(p, lr=1e-2), 3),
+    lambda p: PerturbedSGD(p, 0.1, k=3),
+    lambda p: PerturbedAdam(p, 1e-2, k=3),
+], ids=["perturbed-adamw", "perturbed-sgd", "perturbed-adam"])
+@pytest.mark.parametrize("bad", [0, -3, 1.5, False])
+def test_a_group_with_a_bad_k_is_refused_before_the_step_changes_anything(make, bad: object) -> None:
+    net = _net()
+    opt = make(net.parameters())
+    before = [p.detach().clone() for p in net.parameters()]
+    opt.param_groups[0]["k"] = bad
+    with pytest.raises(ValueError, match="param group 0: k must be an integer"):
+        _one_step(opt, net)
+    assert _equal([p.detach() for p in net.parameters()], before)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("cls, lr", [(PerturbedSGD, 0.1), (PerturbedAdam, 1e-2)])
+def test_a_param_group_with_k_zero_is_refused_when_added(cls, lr: float) -> None:
+    net = _net()
+    with pytest.raises(ValueError, match="k must be an integer"):
+        cls([{"params": net[0].parameters(), "k": 0}], lr)
+    opt = cls(net[0].parameters(), lr)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        opt.add_param_group({"params": net[2].parameters(), "k": 0})

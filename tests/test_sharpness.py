@@ -6,6 +6,8 @@ import torch
 
 from pdeeos import sharpness
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _quadratic(n: int, seed: int, indefinite: bool):
     """Loss ½ θᵀAθ with a random symmetric A (known spectrum), and its parameter."""
@@ -118,3 +120,69 @@ def test_bad_solver_arguments_raise(kwargs, match):
 def test_params_without_grad_raise():
     with pytest.raises(ValueError, match="params"):
         sharpness.top_eigenvalue(lambda: torch.zeros(()), [torch.zeros(3)])
+
+
+# ---------------------------------------------------------------------- sharpness of a model, left untouched
+
+def test_top_eigenvalue_takes_any_iterable_of_parameters():
+    loss, params = _small_network()
+    listed = sharpness.top_eigenvalue(loss, params)
+    assert sharpness.top_eigenvalue(loss, iter(params)) == listed
+    assert sharpness.top_eigenvalues(loss, (p for p in params)).values[0] == listed
+    assert sharpness.exact_hessian(loss, iter(params)).shape == (20, 20)
+    model = torch.nn.Linear(3, 2).double()
+    x = torch.randn(10, 3, dtype=torch.float64)
+    assert np.isfinite(sharpness.top_eigenvalue(lambda: model(x).pow(2).sum(), model.parameters()))
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                               torch.nn.Dropout(0.2), torch.nn.Linear(8, 3)).double()
+
+
+def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(step)
+    return torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (16,), generator=g)
+
+
+def _ce(x: torch.Tensor, y: torch.Tensor):
+    return lambda m: torch.nn.functional.cross_entropy(m(x), y)
+
+
+@pytest.mark.parametrize("eval_mode", [False, True])
+def test_of_model_leaves_buffers_modes_and_random_state_as_they_were(eval_mode: bool):
+    model = _bn_net().train()
+    model[3].eval()                                   # a mixed mode, restored as it was
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    rng = torch.get_rng_state()
+    value = sharpness.of_model(model, _ce(*_batch(0)), eval_mode=eval_mode, tol=1e-4)
+    assert np.isfinite(value)
+    assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())
+    assert int(model[1].num_batches_tracked) == 0
+    assert [m.training for m in model.modules()] == [True, True, True, True, False, True]
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_of_model_in_eval_mode_measures_the_eval_loss():
+    model, (x, y) = _bn_net(), _batch(0)
+    measured = sharpness.of_model(model, _ce(x, y), eval_mode=True, tol=1e-8)
+    params = [p for p in model.parameters()]
+    model.eval()
+    assert measured == pytest.approx(sharpness.top_eigenvalue(lambda: _ce(x, y)(model), params, tol=1e-8), rel=1e-6)
+
+
+def test_measuring_one_twin_keeps_the_twins_bit_identical():
+    twins = [_bn_net().train(), _bn_net().train()]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in twins]
+    for step in range(4):
+        x, y = _batch(step)
+        for model, opt in zip(twins, optimizers):
+            torch.manual_seed(100 + step)             # the same dropout masks for both twins
+            opt.zero_grad()
+            _ce(x, y)(model).backward()
+            opt.step()
+        sharpness.of_model(twins[0], _ce(x, y), tol=1e-3, max_iter=20)   # dropout draws and BN updates inside
+    a, b = twins[0].state_dict(), twins[1].state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert int(a["1.num_batches_tracked"]) == 4

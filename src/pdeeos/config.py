@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["SCALE_ENV", "SCALES", "chapter_scale", "check_scale"]
+
 SCALES: tuple[str, ...] = ("ci", "book", "gpu", "paper")
 """The scales, smallest first."""
 

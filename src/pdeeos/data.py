@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+__all__ = ["DATA_ENV", "LOADERS", "Dataset", "augment", "cache_dir", "load", "load_cifar10", "load_fashion_mnist",
+           "load_mnist", "locate", "md5sum", "search_dirs", "to_float"]
+
 DATA_ENV = "PDEEOS_DATA"
 """Environment variable naming a data directory searched before the defaults."""
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+__all__ = ["cd_coordinates", "eos_minimum", "gd", "gd_step", "gradient", "hessian", "minimalist_loss",
+           "network_loss", "outcome", "sharpness", "sharpness_concentration"]
+
 
 def network_loss(x: ArrayLike, y: ArrayLike, z: ArrayLike, w: ArrayLike) -> ArrayLike:
     """The untied network loss :math:`\\tfrac12(1 - xyzw)^2` (NumPy or torch)."""

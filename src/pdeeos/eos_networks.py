@@ -29,6 +29,9 @@ from torch.nn import functional as F
 from pdeeos import cnnpde, data, results, sharpness
 from pdeeos.metrics import rel_l1
 
+__all__ = ["RUN_CLASSES", "ConvChain", "History", "TanhMLP", "cifar_subset", "classify", "conv3x3",
+           "is_stable", "largest_stable_eta", "loss_spikes", "mnist01", "regularised_loss_fns", "swish",
+           "task_loss", "train_gd"]
 
 RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
 """The behaviours :func:`classify` tells apart, in the order of its codes. Unlike

@@ -20,6 +20,12 @@ each other without merging are at the *rounding* level: rounding re-creates a di
 every step and a contracting map holds it there, so their fitted slope (a drift of the noise floor) says
 nothing about the exponent. Twins started a finite distance apart (a *nudge* well above rounding) show a
 negative exponent as a measurable contraction.
+
+The rounding floor follows the precision (:func:`rounding_floor`). Measured against it, a twin record has an
+*onset* (:func:`onset`: the step where the distance leaves the floor for good), a *rate* from the onset to
+saturation and a *drift* (exponential or polynomial, :func:`growth`), and a *fate* (:data:`FATES`,
+:func:`fate`). In float32 a twin often sits at the floor for hundreds of steps before it bursts, and when it
+bursts is random: :func:`onset_statistics` summarises the onsets of many seeds.
 """
 
 from __future__ import annotations
@@ -29,12 +35,222 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["TWIN_OUTCOMES", "TwinRate", "exponent", "exponent_interval", "first_at_least", "twin_rate",
-           "windowed_rates"]
+__all__ = ["DRIFTS", "FATES", "KEPT_RISE", "ROUNDING_FLOORS", "TREND_FACTOR", "TWIN_OUTCOMES", "Growth",
+           "OnsetStatistics", "TwinRate", "exponent", "exponent_interval", "fate", "first_at_least", "growth",
+           "onset", "onset_statistics", "rounding_floor", "twin_rate", "windowed_rates"]
+
+ROUNDING_FLOORS: dict[str, float] = {"float64": 1e-12, "float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
+"""The RelL1 below which twins of each precision are at the rounding level. float64: about 4,500 ulps
+(chapter 5's one-layer CNN holds rounding-level twins up to 2.5e-13); float32: about 840 ulps (twin MLPs on
+Fashion-MNIST drift to 2e-5 within 400 steps at the floor: one of the N weights changing sign alone adds 2/N).
+float16 and bfloat16: 0.01 (10 and 1.3 ulps), so that "kept" (:data:`KEPT_RISE` times the floor) stays below
+RelL1's bound of 2."""
+
+KEPT_RISE = 100.0
+"""How far above the floor a record must rise for its twins to count as kept apart (and to have an onset)."""
+
+TREND_FACTOR = 1.5
+r"""A trend over the last quarter of a record: the fitted :math:`\log d_n` changes by at least this factor
+there, with 95 % confidence."""
+
+FATES: tuple[str, ...] = ("rounding", "damped", "kept", "growing")
+"""How a twin record ends (:func:`fate`): never left the rounding floor; rose and came back to it; rose far
+above it and stays apart; still rising at the end."""
+
+DRIFTS: tuple[str, ...] = ("exponential", "polynomial")
+r"""How a distance grows after its onset (:func:`growth`): :math:`d \propto e^{\lambda n}` or
+:math:`d \propto (n - n_0)^p`."""
 
 TWIN_OUTCOMES: tuple[str, ...] = ("merged", "rounding", "saturated", "neither")
 """How a pair of twins ended: bit-identical; never beyond the rounding floor; grown to the saturation
 level; or none of these (the fitted slope decides)."""
+
+
+def rounding_floor(dtype: object) -> float:
+    """The rounding floor of RelL1 for a precision (:data:`ROUNDING_FLOORS`): ``dtype`` a torch or NumPy dtype
+    or its name."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in ROUNDING_FLOORS:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            pass
+    if name not in ROUNDING_FLOORS:
+        raise ValueError(f"dtype must be one of {', '.join(ROUNDING_FLOORS)}; got {dtype!r}")
+    return ROUNDING_FLOORS[name]
+
+
+def _record(distance: np.ndarray, steps: np.ndarray | None = None, *,
+            least: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """``distance`` and the steps it was recorded at (default ``1, 2, ...``) as float arrays, checked."""
+    d = np.asarray(distance, dtype=np.float64)
+    if d.ndim != 1 or d.size < least or not np.isfinite(d).all() or (d < 0).any():
+        raise ValueError(f"distance must be a 1-D array of at least {least} finite values >= 0 (a copy that blew "
+                         f"up has no fate); got shape {d.shape}")
+    n = np.arange(1, d.size + 1, dtype=np.float64) if steps is None else np.asarray(steps, dtype=np.float64)
+    if n.shape != d.shape or (np.diff(n) <= 0).any() or n[0] < 1:
+        raise ValueError(f"steps must be {d.size} increasing step numbers >= 1; got {steps!r}")
+    return d, n
+
+
+def _trend(n: np.ndarray, d: np.ndarray, floor: float) -> int:
+    r"""+1 (-1) when :math:`\log\max(d_n, \text{floor}/K)` (:math:`K` = :data:`KEPT_RISE`) rises (falls) by
+    :data:`TREND_FACTOR` or more over the steps ``n``, with 95 % confidence; 0 otherwise."""
+    if n.size < 3:
+        return 0
+    low, slope, high = _log_slope(n, np.maximum(d, floor / KEPT_RISE))
+    change = abs(slope) * (n[-1] - n[0])
+    if change < np.log(TREND_FACTOR) or low <= 0 <= high:
+        return 0
+    return 1 if slope > 0 else -1
+
+
+def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
+         steps: np.ndarray | None = None) -> str:
+    r"""How a twin record :math:`d_n` (RelL1 per record) ends, one of :data:`FATES`, against the rounding
+    floor :math:`f` of ``dtype`` (:func:`rounding_floor`; ``floor`` overrides it). With :math:`Q` the last
+    quarter of the record and its trend the least-squares slope of :math:`\log\max(d_n, f/K)` over :math:`Q`
+    (:math:`K` = :data:`KEPT_RISE`)
+    (a trend when it changes :math:`d` by :data:`TREND_FACTOR` or more across :math:`Q`, 95 % interval
+    clear of 0):
+
+    * ``"rounding"``: :math:`\max_n d_n \le f`; also a record that stays within :data:`KEPT_RISE` of the
+      floor with no trend (indistinguishable from a drifting floor);
+    * ``"growing"``: otherwise, if it rises over :math:`Q` (also when it has only begun to leave the floor);
+    * ``"damped"``: it rose, and :math:`\operatorname{median}_Q d_n \le f` (back at the floor, or exactly 0),
+      or it falls over :math:`Q`;
+    * ``"kept"``: :math:`\max_n d_n \ge` :data:`KEPT_RISE` :math:`\cdot f` and no trend over :math:`Q`:
+      the twins stay apart, bounded.
+
+    ``steps`` are the steps the distances were recorded at (default 1, 2, ...).
+    """
+    d, n = _record(distance, steps)
+    f = rounding_floor(dtype) if floor is None else _check_floor(floor)
+    if d.max() <= f:
+        return "rounding"
+    tail = slice(d.size - max(2, d.size // 4), None)
+    trend = _trend(n[tail], d[tail], f)
+    if trend > 0:
+        return "growing"
+    if np.median(d[tail]) <= f or trend < 0:
+        return "damped"
+    return "kept" if d.max() >= KEPT_RISE * f else "rounding"
+
+
+def _check_floor(floor: float) -> float:
+    if not (isinstance(floor, (int, float)) and 0 < floor < 2 / KEPT_RISE):
+        raise ValueError(f"floor must be a number in (0, {2 / KEPT_RISE:g}); got {floor!r}")
+    return float(floor)
+
+
+def _onset_index(d: np.ndarray, f: float) -> int | None:
+    """Index of the first record after the last one at or below ``f`` that precedes the first one at or above
+    :data:`KEPT_RISE` times ``f``; ``None`` when no record rises that far."""
+    risen = np.flatnonzero(d >= KEPT_RISE * f)
+    if risen.size == 0:
+        return None
+    below = np.flatnonzero(d[:risen[0]] <= f)
+    return int(below[-1]) + 1 if below.size else 0
+
+
+def onset(distance: np.ndarray, *, dtype: object, floor: float | None = None,
+          steps: np.ndarray | None = None) -> float | None:
+    r"""The step where a twin distance leaves the rounding floor :math:`f` for good: the first record after the
+    last one at or below :math:`f` that comes before the distance first reaches :data:`KEPT_RISE`
+    :math:`\cdot f` (so a record that pokes above the floor and falls back has not yet begun); ``None`` if it
+    never rises that far. A record that starts above the floor (a nudge) has its onset at its first step."""
+    d, n = _record(distance, steps)
+    index = _onset_index(d, rounding_floor(dtype) if floor is None else _check_floor(floor))
+    return None if index is None else float(n[index])
+
+
+@dataclass(frozen=True)
+class Growth:
+    r"""How a twin distance grew (:func:`growth`): its :data:`FATES` entry; the onset and the step where the
+    fit stopped (saturation); the exponential rate :math:`\lambda` per step of :math:`\log d_n` over the onset
+    to saturation, with its 95 % interval (least squares, residuals taken as independent, so a lower bound on
+    the uncertainty; ``nan`` without an onset or with fewer than three records to fit); the power :math:`p` of
+    the polynomial fit :math:`\log d_n = p\log(n - n_0) + c`; and which of the two fits better (:data:`DRIFTS`, the
+    smaller residual sum of squares; ``None`` without a fit)."""
+
+    fate: str
+    onset: float | None
+    stop: float | None
+    rate: float
+    low: float
+    high: float
+    power: float
+    drift: str | None
+
+
+def growth(distance: np.ndarray, *, dtype: object, floor: float | None = None, steps: np.ndarray | None = None,
+           saturation: float | None = None) -> Growth:
+    r"""Onset, growth rate with interval, and drift of a twin distance :math:`d_n` (RelL1 per record).
+
+    The fit runs from the :func:`onset` to the first record at or above ``saturation`` (default a tenth of
+    the largest distance after the onset: the growth slows as the twins approach their plateau). Two models
+    are fitted by least squares: exponential, :math:`\log d_n = \lambda n + c` (a positive exponent), and
+    polynomial, :math:`\log d_n = p\log(n - n_0) + c` (a drift such as a random walk's :math:`p = 1/2`), with
+    :math:`n` the step (``steps``, default 1, 2, ...) and :math:`n_0` the last step at the floor before the
+    onset (0 when the record starts above it).
+    """
+    d, n = _record(distance, steps)
+    f = rounding_floor(dtype) if floor is None else _check_floor(floor)
+    end = fate(d, dtype=dtype, floor=f, steps=n)
+    start = _onset_index(d, f)
+    if start is None:
+        return Growth(end, None, None, np.nan, np.nan, np.nan, np.nan, None)
+    level = 0.1 * d[start:].max() if saturation is None else saturation
+    reached = np.flatnonzero(d[start:] >= level)
+    stop = start + (int(reached[0]) + 1 if reached.size else d.size - start)
+    window = np.arange(start, stop)[d[start:stop] > 0]
+    if window.size < 3:
+        return Growth(end, float(n[start]), float(n[stop - 1]), np.nan, np.nan, np.nan, np.nan, None)
+    low, rate, high = _log_slope(n[window], d[window])
+    origin = n[start - 1] if start > 0 else n[0] - 1
+    return Growth(end, float(n[start]), float(n[stop - 1]), rate, low, high, *_drift(n[window], d[window], origin))
+
+
+def _drift(n: np.ndarray, d: np.ndarray, origin: float) -> tuple[float, str]:
+    r"""The power of the polynomial fit against ``n - origin``, and which of the exponential and polynomial
+    fits has the smaller residual sum of squares of :math:`\log d`."""
+    y, since = np.log(d), np.log(n - origin)
+    exponential, polynomial = stats.linregress(n, y), stats.linregress(since, y)
+
+    def residual(fit: object, x: np.ndarray) -> float:
+        return float(((y - fit.intercept - fit.slope * x) ** 2).sum())
+
+    better = residual(exponential, n) <= residual(polynomial, since)
+    return float(polynomial.slope), DRIFTS[0] if better else DRIFTS[1]
+
+
+@dataclass(frozen=True)
+class OnsetStatistics:
+    """Onsets of several twin records (one per seed, :func:`onset_statistics`): each record's onset (``nan``
+    where it never left the floor), how many burst, their median (records that never burst count as later than
+    any step, so it is ``inf`` when half or more never burst), and the earliest and latest onset seen."""
+
+    onsets: np.ndarray
+    bursts: int
+    records: int
+    median: float
+    earliest: float
+    latest: float
+
+
+def onset_statistics(distances: np.ndarray, *, dtype: object, floor: float | None = None,
+                     steps: np.ndarray | None = None) -> OnsetStatistics:
+    """:func:`onset` of every row of ``distances`` (records × recorded steps, e.g. one row per seed) and their
+    summary: the onset is random, and some records do not burst at all within the run."""
+    rows = np.asarray(distances, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[0] < 1:
+        raise ValueError(f"distances must be records × steps (2-D, at least one record); got shape {rows.shape}")
+    found = [onset(row, dtype=dtype, floor=floor, steps=steps) for row in rows]
+    onsets = np.array([np.nan if o is None else o for o in found])
+    burst = onsets[np.isfinite(onsets)]
+    median = float(np.median(np.where(np.isnan(onsets), np.inf, onsets)))
+    first, last = (float(burst.min()), float(burst.max())) if burst.size else (np.nan, np.nan)
+    return OnsetStatistics(onsets, int(burst.size), int(rows.shape[0]), median, first, last)
 
 
 def exponent(log_stretch: np.ndarray, *, discard: int = 0) -> np.ndarray:
@@ -95,18 +311,23 @@ class TwinRate:
         return 1 if self.low > 0 else 0
 
 
-def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 1e-12,
-              merged_tail: float = 0.25) -> TwinRate:
+def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float | None = None,
+              dtype: object = "float64", merged_tail: float = 0.25) -> TwinRate:
     r"""Rate of separation of two twin runs from their distance :math:`d_n` (RelL1 per iteration).
 
     * merged: :math:`d_n = 0` exactly over the last ``merged_tail`` of the run (the rate is :math:`-\infty`,
       or, for twins that started above ``floor``, the slope of their decay);
     * saturated: :math:`d_n` reaches ``saturation``; the fit stops there;
-    * rounding: otherwise, if :math:`d_n` never exceeds ``floor`` (about 1e4 float64 ulps);
+    * rounding: otherwise, if :math:`d_n` never exceeds ``floor``;
     * neither: the fit runs to the end.
 
-    The fit starts at the first non-zero distance and uses only non-zero distances.
+    ``floor`` defaults to the rounding floor of ``dtype`` (:func:`rounding_floor`: 1e-12, about 4,500 ulps, in
+    float64; 1e-4 in float32). The fit starts at the :func:`onset`, where the distance leaves the floor for
+    good (before it, the record is rounding noise, and a fit from the first non-zero distance would average
+    the flat floor with the burst), or at the first non-zero distance when there is no onset; it uses only
+    non-zero distances.
     """
+    floor = rounding_floor(dtype) if floor is None else floor
     d = np.asarray(distance, dtype=np.float64)
     if d.ndim != 1 or d.size < 8 or not np.isfinite(d).all() or (d < 0).any():
         raise ValueError(f"distance must be a 1-D array of at least 8 finite values >= 0; got shape {d.shape}")
@@ -120,7 +341,8 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 
             low, rate, high = _slope(positive, d)
             return TwinRate(rate, low, high, int(positive[0]), int(positive[-1]) + 1, "merged")
         return TwinRate(-np.inf, -np.inf, -np.inf, 0, d.size - tail, "merged")
-    start = int(positive[0])
+    burst = _onset_index(d, floor)
+    start = int(positive[0]) if burst is None else max(burst, int(positive[0]))
     above = np.flatnonzero(d >= saturation)
     saturated = above.size > 0 and above[0] >= start
     stop = int(above[0]) + 1 if saturated else d.size
@@ -134,9 +356,14 @@ def twin_rate(distance: np.ndarray, *, saturation: float = 1e-2, floor: float = 
 
 
 def _slope(n: np.ndarray, d: np.ndarray) -> tuple[float, float, float]:
-    r"""Least-squares slope of :math:`\log d_n` over the steps ``n``, with its 95 % interval."""
-    fit = stats.linregress(n, np.log(d[n]))
-    half = stats.t.ppf(0.975, n.size - 2) * fit.stderr
+    r"""Least-squares slope of :math:`\log d_n` over the steps ``n`` (indices into ``d``), with its 95 % interval."""
+    return _log_slope(n, d[n])
+
+
+def _log_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    r"""Least-squares slope of :math:`\log y` against ``x`` (``y > 0``), with its 95 % interval."""
+    fit = stats.linregress(x, np.log(y))
+    half = stats.t.ppf(0.975, x.size - 2) * fit.stderr
     return float(fit.slope - half), float(fit.slope), float(fit.slope + half)
 
 

@@ -9,6 +9,8 @@ import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
+__all__ = ["ArrayLike", "largest_safe", "rel_l1"]
+
 
 def rel_l1(a: ArrayLike, b: ArrayLike) -> float:
     r"""Relative L1 distance of the paper (and of its official code).
@@ -18,11 +20,8 @@ def rel_l1(a: ArrayLike, b: ArrayLike) -> float:
 
     Each fraction lies in [0, 1] (1 when the signs differ or one entry is zero), so the
     distance lies in [0, 2]; a term with :math:`\theta_i = \theta'_i = 0` counts as 0. Any non-finite entry makes the result
-    ``nan``: a blown-up run has no meaningful distance to its twin.
-
-    Parameters
-    ----------
-    a, b : NumPy arrays or torch tensors of the same shape (at least one element).
+    ``nan``: a blown-up run has no meaningful distance to its twin. ``a`` and ``b`` are NumPy arrays or
+    torch tensors of the same shape (at least one element).
     """
     a_np = a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
     b_np = b.detach().cpu().double().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, float)

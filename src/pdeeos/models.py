@@ -13,6 +13,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+__all__ = ["SWISH_BETA", "BasicBlock", "CifarResNet", "Swish", "build", "count_parameters", "make_activation",
+           "resnet", "resnet56", "vgg16_bn"]
+
 SWISH_BETA = 5.0
 """β of the official code's Swish."""
 

@@ -1,4 +1,4 @@
-"""Perturbed optimizers: the paper's last-bit perturbation of the update (§4, App. B).
+r"""Perturbed optimizers: the paper's last-bit perturbation of the update (§4, App. B).
 
 The perturbation of the official code rescales only the final step: the update ``lr * d_p`` is
 computed as ``(k * lr) * (d_p / k)``. Mathematically nothing changes; in floating point the two
@@ -7,6 +7,10 @@ of some entries whenever ``k`` is not a power of two. Weight decay and (Nesterov
 first, on the unscaled gradient, exactly as in :class:`torch.optim.SGD`, so ``k = 1`` is
 bit-identical to it and ``k = 2**j`` is bit-identical to ``k = 1`` (scaling by a power of two is
 exact).
+
+:class:`PerturbedSGD` and :class:`PerturbedAdam` are the paper's exact form. :func:`perturb` carries
+the same idea to any :class:`torch.optim.Optimizer`: it lets the optimizer compute its update
+:math:`\Delta` and re-applies it as :math:`(k\Delta)/k`.
 """
 
 from __future__ import annotations
@@ -18,11 +22,24 @@ from typing import Any
 import torch
 
 
+__all__ = ["REGIONS", "SETTINGS", "LocalCFL", "PerturbedAdam", "PerturbedSGD", "check_group_ks", "check_k",
+           "perturb", "reapply_update", "stable_step"]
+
+
 def check_k(k: object) -> int:
     """``k`` if it is an integer >= 1, else ``ValueError``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1; got {k!r}")
     return k
+
+
+def check_group_ks(param_groups: Iterable[dict]) -> None:
+    """``ValueError`` naming the first parameter group whose ``k`` is not an integer >= 1 (or is missing)."""
+    for i, group in enumerate(param_groups):
+        try:
+            check_k(group.get("k"))
+        except ValueError as error:
+            raise ValueError(f"param group {i}: {error}") from None
 
 
 def _check_nonnegative(**values: float) -> None:
@@ -47,7 +64,17 @@ def _decayed_gradients(group: dict) -> Iterator[tuple[torch.Tensor, torch.Tensor
             yield p, (p.grad.add(p, alpha=wd) if wd != 0 else p.grad)
 
 
-class PerturbedSGD(torch.optim.Optimizer):
+class _OwnK(torch.optim.Optimizer):
+    """An optimizer that perturbs its own final step by the ``k`` of each parameter group: a group with a
+    bad ``k`` is refused when it is added and, should ``k`` be changed later, before any step."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """:meth:`torch.optim.Optimizer.add_param_group`, refusing a ``k`` that is not an integer >= 1."""
+        check_group_ks([{"k": self.defaults.get("k"), **param_group}])
+        super().add_param_group(param_group)
+
+
+class PerturbedSGD(_OwnK):
     """SGD with :class:`torch.optim.SGD`'s semantics and the final step ``p -= (k·lr)·(d_p/k)``."""
 
     def __init__(self, params: Iterable, lr: float, *, k: int = 1, momentum: float = 0.0,
@@ -62,6 +89,7 @@ class PerturbedSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One update of every parameter that has a gradient."""
+        check_group_ks(self.param_groups)
         loss = _evaluate(closure)
         for group in self.param_groups:
             lr, k, momentum = group["lr"], group["k"], group["momentum"]
@@ -87,7 +115,7 @@ class PerturbedSGD(torch.optim.Optimizer):
         return d_p.add(buf, alpha=momentum) if nesterov else buf
 
 
-class PerturbedAdam(torch.optim.Optimizer):
+class PerturbedAdam(_OwnK):
     """Adam with :class:`torch.optim.Adam`'s semantics (L2 weight decay, no AMSGrad) and the
     final step perturbed: ``p -= (k·step_size)·((m/k)/denom)``."""
 
@@ -103,6 +131,7 @@ class PerturbedAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One update of every parameter that has a gradient."""
+        check_group_ks(self.param_groups)
         loss = _evaluate(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -119,6 +148,101 @@ class PerturbedAdam(torch.optim.Optimizer):
                 k = group["k"]
                 p.addcdiv_(state["exp_avg"] / k, denom, value=-(k * step_size))
         return loss
+
+
+class _Reapplied:
+    """The step hooks :func:`perturb` registers: the weights before the step, then the update re-applied.
+    Groups with ``k = 1`` are left alone (there the re-applied update is the optimizer's own, bit for bit).
+    Each perturbed weight keeps three buffers of its size (its old value and two for the arithmetic), made
+    once: allocating them at every step would cost more than the arithmetic."""
+
+    def __init__(self) -> None:
+        self.groups: list[dict] = []
+        self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _buffers(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        found = self.buffers.get(id(p))
+        if found is None or found[0].shape != p.shape or found[0].dtype != p.dtype:
+            found = self.buffers[id(p)] = tuple(torch.empty_like(p, memory_format=torch.preserve_format)
+                                                for _ in range(3))
+        return found
+
+    @torch.no_grad()
+    def save(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        r"""Step pre-hook: check every group's ``k``, then keep the weights :math:`\theta_{\text{old}}`."""
+        check_group_ks(optimizer.param_groups)
+        self.groups = [group for group in optimizer.param_groups if group["k"] != 1]
+        for group in self.groups:
+            for p in group["params"]:
+                self._buffers(p)[0].copy_(p)
+
+    @torch.no_grad()
+    def reapply(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        """Step post-hook: every weight set to :func:`reapply_update` of its old and new value."""
+        for group in self.groups:
+            for p in group["params"]:
+                old, delta, error = self._buffers(p)
+                reapply_update(old, p, group["k"], out=p, scratch=(delta, error))
+        self.groups = []
+
+
+def reapply_update(old: torch.Tensor, new: torch.Tensor, k: int, *, out: torch.Tensor | None = None,
+                   scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    r"""The update from ``old`` to ``new`` re-applied in its last-bit-perturbed form (into ``out``, which may
+    be ``new`` itself, or a new tensor; ``scratch``: two tensors shaped like ``new`` to compute in).
+
+    .. math:: \Delta = \operatorname{fl}(\theta_{\text{new}} - \theta_{\text{old}}), \quad
+              \varepsilon = \operatorname{fl}\bigl(\operatorname{fl}(\theta_{\text{old}} + \Delta)
+              - \theta_{\text{new}}\bigr), \quad
+              \theta' = \operatorname{fl}\Bigl(\operatorname{fl}\bigl(\theta_{\text{old}} +
+              \operatorname{fl}(\operatorname{fl}(k\Delta)/k)\bigr) - \varepsilon\Bigr)
+
+    :math:`\varepsilon` is 0 wherever :math:`\operatorname{fl}(\theta_{\text{old}} + \Delta)` reproduces
+    :math:`\theta_{\text{new}}` (wherever the subtraction was exact, by Sterbenz's lemma wherever the weight
+    moved by less than a factor of two) and otherwise the difference of two neighbouring floating-point
+    numbers, itself exact, so it removes what recovering :math:`\Delta` from the weights lost. For
+    :math:`k = 2^j` the products :math:`k\Delta` and :math:`(k\Delta)/k` are exact, and
+    :math:`\theta' = \operatorname{fl}(\theta_{\text{old}} + \Delta) - \varepsilon = \theta_{\text{new}}`
+    bit for bit (a weight that is :math:`-0` before and after may come out :math:`+0`). For odd :math:`k`
+    the two roundings of :math:`(k\Delta)/k` change the last bit of some :math:`\Delta`, and so, in a share
+    of the entries, the last bit of :math:`\theta'`: the paper's :math:`(k\eta)(d/k)`, applied to whatever
+    update the optimizer made."""
+    delta, error = (torch.empty_like(new), torch.empty_like(new)) if scratch is None else scratch
+    torch.sub(new, old, out=delta)
+    torch.add(old, delta, out=error).sub_(new)
+    return torch.sub(delta.mul_(k).div_(k).add_(old), error, out=out)
+
+
+def perturb(optimizer: torch.optim.Optimizer, k: int) -> torch.optim.Optimizer:
+    r"""``optimizer`` with its update perturbed in its last bit by ``k``; returned for chaining.
+
+    Any :class:`torch.optim.Optimizer` (SGD, Adam, AdamW, RMSprop, ..., with ``foreach``, ``maximize``,
+    schedulers, closures): its step is left as it is, and step hooks re-apply the update :math:`\Delta` it
+    made, :math:`\theta \leftarrow \theta_{\text{old}} + (k\Delta)/k` (:func:`reapply_update`, the analogue
+    of the paper's :math:`\theta - (k\eta)(d/k)`): ``k = 1`` and every power of two leave the optimizer
+    bit for bit as it was. A perturbed group keeps three buffers the size of its weights, and its step
+    makes seven passes over them.
+    ``k`` is kept in every parameter group (and in ``optimizer.defaults``, so groups added later get it,
+    and in the state dict); a group whose ``k`` is not an integer >= 1 is refused before the step changes
+    anything. :class:`PerturbedSGD`, :class:`PerturbedAdam` and :class:`LocalCFL` perturb their own final
+    step: for them ``perturb`` sets ``k`` in every group, keeping the paper's exact form. Perturbing an
+    optimizer again sets its ``k`` anew.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
+    check_k(k)
+    optimizer.defaults["k"] = k
+    for group in optimizer.param_groups:
+        group["k"] = k
+    if not isinstance(optimizer, _OwnK) and not hasattr(optimizer, _PERTURBED):
+        hooks = _Reapplied()
+        setattr(optimizer, _PERTURBED, (optimizer.register_step_pre_hook(hooks.save),
+                                        optimizer.register_step_post_hook(hooks.reapply)))
+    return optimizer
+
+
+_PERTURBED = "_pdeeos_perturbed"
+"""The attribute where :func:`perturb` keeps the handles of its step hooks."""
 
 
 REGIONS = ("tensor", "channel", "tiles", "global")
@@ -281,6 +405,7 @@ class LocalCFL(PerturbedSGD):
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         """One update of every parameter that has a gradient, after refreshing the curvature when due."""
+        check_group_ks(self.param_groups)
         loss = None
         if self.refresh_due:
             if closure is None:

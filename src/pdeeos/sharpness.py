@@ -1,32 +1,42 @@
-"""Sharpness: the top eigenvalues of the loss Hessian, measured with Hessian-vector products.
+r"""Sharpness: the top eigenvalues of the loss Hessian, measured with Hessian-vector products.
 
-The sharpness of a loss :math:`L(\\theta)` at :math:`\\theta` is the largest *algebraic* eigenvalue
-:math:`\\lambda_{\\max}(\\nabla^2 L(\\theta))`. Gradient descent :math:`\\theta_{t+1} = \\theta_t - \\eta
-\\nabla L(\\theta_t)` on the quadratic model of :math:`L` is stable along the top eigenvector iff
-:math:`\\lambda_{\\max} \\le 2/\\eta`.
+The sharpness of a loss :math:`L(\theta)` at :math:`\theta` is the largest *algebraic* eigenvalue
+:math:`\lambda_{\max}(\nabla^2 L(\theta))`. Gradient descent :math:`\theta_{t+1} = \theta_t - \eta
+\nabla L(\theta_t)` on the quadratic model of :math:`L` is stable along the top eigenvector iff
+:math:`\lambda_{\max} \le 2/\eta`.
 
-A Hessian-vector product (HVP) :math:`Hv = \\nabla_\\theta \\langle \\nabla_\\theta L, v \\rangle` costs
+A Hessian-vector product (HVP) :math:`Hv = \nabla_\theta \langle \nabla_\theta L, v \rangle` costs
 about two gradients (double backward). A full-batch loss that does not fit in memory is given as a
 sequence of callables whose losses *sum* to the full loss (chunks); their HVPs are summed.
 
 Two eigen-solvers on top of the HVP:
 
 * :func:`lanczos` -- the Lanczos iteration with full reorthogonalisation; returns the largest
-  algebraic Ritz values, converged when the residual bound :math:`|\\beta_m s_{m,i}|` is below
+  algebraic Ritz values, converged when the residual bound :math:`|\beta_m s_{m,i}|` is below
   ``tol`` relative.
-* :func:`power_iteration` -- :math:`v \\leftarrow Hv/\\|Hv\\|` with the Rayleigh quotient as estimate
+* :func:`power_iteration` -- :math:`v \leftarrow Hv/\|Hv\|` with the Rayleigh quotient as estimate
   (what PyHessian does). It finds the eigenvalue of largest *magnitude*, which is the sharpness only
   when no negative eigenvalue is larger in magnitude.
+
+:func:`of_model` measures a model's sharpness in the middle of training without changing it: buffers
+(BatchNorm running statistics, ``num_batches_tracked``), the random-number streams and the modules'
+train/eval modes are as they were afterwards, so a measured twin stays bit-identical to an unmeasured one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+
+__all__ = ["EigenResult", "LossFn", "MatVec", "bottom_eigenvalue", "exact_hessian", "hvp", "hvp_operator",
+           "lanczos", "of_model", "power_iteration", "rayleigh_quotient", "top_eigenvalue", "top_eigenvalues",
+           "untouched"]
 
 LossFn = Callable[[], torch.Tensor]
 MatVec = Callable[[torch.Tensor], torch.Tensor]
@@ -57,16 +67,16 @@ def _as_loss_fns(loss_fn: LossFn | Sequence[LossFn]) -> list[LossFn]:
     return fns
 
 
-def _check_params(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def _check_params(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     params = list(params)
     if not params or not all(p.requires_grad for p in params):
         raise ValueError("params must be a non-empty list of tensors that require grad")
     return params
 
 
-def hvp(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor],
+def hvp(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor],
         vector: torch.Tensor) -> torch.Tensor:
-    """Flat Hessian-vector product :math:`Hv = \\sum_c \\nabla(\\nabla L_c \\cdot v)` over the chunks."""
+    r"""Flat Hessian-vector product :math:`Hv = \sum_c \nabla(\nabla L_c \cdot v)` over the chunks."""
     params = _check_params(params)
     total = torch.zeros_like(vector)
     for fn in _as_loss_fns(loss_fn):
@@ -77,17 +87,17 @@ def hvp(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor],
     return total
 
 
-def hvp_operator(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor]) -> tuple[MatVec, int]:
-    """The map :math:`v \\mapsto Hv` and the dimension :math:`n` of the parameter space."""
+def hvp_operator(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor]) -> tuple[MatVec, int]:
+    r"""The map :math:`v \mapsto Hv` and the dimension :math:`n` of the parameter space."""
     params = _check_params(params)
     n = sum(p.numel() for p in params)
     return (lambda v: hvp(loss_fn, params, v)), n
 
 
-def rayleigh_quotient(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor],
+def rayleigh_quotient(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor],
                       vector: torch.Tensor) -> float:
-    """The curvature along a direction, :math:`v^\\top H v / v^\\top v` (NaN for :math:`v = 0`); for a
-    standard Gaussian :math:`v` its mean is :math:`\\operatorname{tr}(H)/n`, the Hessian's mean eigenvalue."""
+    r"""The curvature along a direction, :math:`v^\top H v / v^\top v` (NaN for :math:`v = 0`); for a
+    standard Gaussian :math:`v` its mean is :math:`\operatorname{tr}(H)/n`, the Hessian's mean eigenvalue."""
     vector = vector.to(torch.float64)
     norm2 = float(vector @ vector)
     if norm2 == 0.0:
@@ -95,8 +105,9 @@ def rayleigh_quotient(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch
     return float(hvp(loss_fn, params, vector).to(torch.float64) @ vector) / norm2
 
 
-def exact_hessian(loss_fn: LossFn, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The full :math:`n \\times n` Hessian, one HVP per basis vector (small models only)."""
+def exact_hessian(loss_fn: LossFn, params: Iterable[torch.Tensor]) -> torch.Tensor:
+    r"""The full :math:`n \times n` Hessian, one HVP per basis vector (small models only)."""
+    params = _check_params(params)
     matvec, n = hvp_operator(loss_fn, params)
     dtype = params[0].dtype
     hessian = torch.stack([matvec(e) for e in torch.eye(n, dtype=dtype)])
@@ -121,11 +132,11 @@ def _check_solver_args(n: int, k: int, tol: float, max_iter: int) -> None:
 
 def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: int = 200,
             dtype: torch.dtype = torch.float64, seed: int = 0) -> EigenResult:
-    """Largest ``k`` algebraic eigenvalues of a symmetric operator by Lanczos.
+    r"""Largest ``k`` algebraic eigenvalues of a symmetric operator by Lanczos.
 
-    Builds the Krylov basis :math:`Q_m` and tridiagonal :math:`T_m = Q_m^\\top H Q_m` (full
-    reorthogonalisation); the Ritz values are the eigenvalues :math:`\\theta_i` of :math:`T_m`, with
-    residual :math:`\\|H y_i - \\theta_i y_i\\| = |\\beta_m s_{m,i}|`. Stops when that residual is
+    Builds the Krylov basis :math:`Q_m` and tridiagonal :math:`T_m = Q_m^\top H Q_m` (full
+    reorthogonalisation); the Ritz values are the eigenvalues :math:`\theta_i` of :math:`T_m`, with
+    residual :math:`\|H y_i - \theta_i y_i\| = |\beta_m s_{m,i}|`. Stops when that residual is
     below ``tol * |theta_i|`` for the top ``k``, or the Krylov space is exhausted.
     """
     _check_solver_args(n, k, tol, max_iter)
@@ -160,7 +171,7 @@ def _ritz(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarr
 
 def power_iteration(matvec: MatVec, n: int, *, tol: float = 1e-6, max_iter: int = 200,
                     dtype: torch.dtype = torch.float64, seed: int = 0) -> EigenResult:
-    """Eigenvalue of largest magnitude by power iteration, the Rayleigh quotient :math:`v^\\top Hv`.
+    r"""Eigenvalue of largest magnitude by power iteration, the Rayleigh quotient :math:`v^\top Hv`.
 
     Stops, as PyHessian does, when the estimate changes by less than ``tol`` relative.
     """
@@ -179,27 +190,65 @@ def power_iteration(matvec: MatVec, n: int, *, tol: float = 1e-6, max_iter: int 
     return EigenResult(np.array(history[-1:]), max_iter, False, np.array(history))
 
 
-def top_eigenvalues(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], k: int = 1, *,
+def top_eigenvalues(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor], k: int = 1, *,
                     tol: float = 1e-6, max_iter: int = 200, seed: int = 0) -> EigenResult:
     """The ``k`` largest algebraic Hessian eigenvalues of ``loss_fn`` at ``params`` (Lanczos)."""
+    params = _check_params(params)
     matvec, n = hvp_operator(loss_fn, params)
     return lanczos(matvec, n, k=k, tol=tol, max_iter=max_iter, dtype=params[0].dtype, seed=seed)
 
 
-def bottom_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], *,
+def bottom_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor], *,
                       tol: float = 1e-6, max_iter: int = 200, seed: int = 0) -> EigenResult:
-    """The smallest algebraic Hessian eigenvalue :math:`\\lambda_{\\min}(\\nabla^2 L)`: Lanczos on
-    :math:`-\\nabla^2 L`, its value and history negated back (the most negative curvature, where there is any)."""
+    r"""The smallest algebraic Hessian eigenvalue :math:`\lambda_{\min}(\nabla^2 L)`: Lanczos on
+    :math:`-\nabla^2 L`, its value and history negated back (the most negative curvature, where there is any)."""
+    params = _check_params(params)
     matvec, n = hvp_operator(loss_fn, params)
     result = lanczos(lambda v: -matvec(v), n, k=1, tol=tol, max_iter=max_iter, dtype=params[0].dtype, seed=seed)
     return EigenResult(-result.values, result.matvecs, result.converged, -result.history)
 
 
-def top_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Sequence[torch.Tensor], *,
+def top_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor], *,
                    tol: float = 1e-6, max_iter: int = 200) -> float:
-    """The sharpness :math:`\\lambda_{\\max}(\\nabla^2 L)`: largest algebraic Hessian eigenvalue.
+    r"""The sharpness :math:`\lambda_{\max}(\nabla^2 L)`: largest algebraic Hessian eigenvalue.
 
-    ``loss_fn()`` returns the scalar loss of ``params`` (a list of tensors requiring grad), or is a
-    sequence of such callables whose losses sum to the full loss (full batch in chunks).
+    ``loss_fn()`` returns the scalar loss of ``params`` (any iterable of tensors requiring grad, such as
+    ``model.parameters()``), or is a sequence of such callables whose losses sum to the full loss (full batch
+    in chunks).
     """
     return float(top_eigenvalues(loss_fn, params, tol=tol, max_iter=max_iter).values[0])
+
+
+@contextmanager
+def untouched(model: nn.Module, *, eval_mode: bool = False) -> Iterator[nn.Module]:
+    """Inside, ``model`` may be evaluated freely (in eval mode if ``eval_mode``); on leaving, its buffers
+    (BatchNorm running statistics and ``num_batches_tracked``), every module's train/eval mode and the
+    random-number state of the CPU and of the model's CUDA devices are restored."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        if eval_mode:
+            model.eval()
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            for module, training in modes:
+                module.training = training
+
+
+def of_model(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], *, eval_mode: bool = False,
+             tol: float = 1e-6, max_iter: int = 200) -> float:
+    r"""The sharpness :math:`\lambda_{\max}(\nabla^2_\theta L)` of ``loss_fn(model)`` over the model's
+    trainable parameters :math:`\theta` (:func:`top_eigenvalue`), leaving the model as it was
+    (:func:`untouched`): measuring one of two twins keeps them bit-identical. With ``eval_mode`` the loss is
+    evaluated in eval mode (BatchNorm with its running statistics, no dropout); otherwise in the model's own
+    mode, where BatchNorm uses the batch statistics the training step sees (and dropout would draw new masks
+    at every Hessian-vector product, which makes the loss random: measure a model with dropout in eval
+    mode)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with untouched(model, eval_mode=eval_mode):
+        return top_eigenvalue(lambda: loss_fn(model), params, tol=tol, max_iter=max_iter)

@@ -42,6 +42,11 @@ RESAMPLES = 4999
 PERMUTATIONS = 4999
 """Random reassignments of the copies to the grid in :func:`exchangeability` (a fixed random seed)."""
 
+SUPERSEDED = ("churn_over_k_ci", "churn_over_seeds_ci", "churn_ratio_ci", "std_over_k_ci", "std_over_seeds_ci")
+"""Keys of summaries stored before :func:`summarize` named its intervals after their unit of replication
+(``*_image_ci`` over test images, ``*_seed_ci`` over training runs, ``*_bootstrap_ci``): a recomputed
+summary drops them (:func:`resummarized`)."""
+
 
 def _check_grid(final_acc: np.ndarray) -> np.ndarray:
     acc = np.asarray(final_acc, dtype=float)
@@ -280,6 +285,12 @@ def summarize(predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["PERMUTATIONS", "accuracy", "anova", "churn", "churn_over_k_per_seed", "churn_per_image",
+def resummarized(summary: dict[str, Any], predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """A stored ``summary`` with every spread statistic recomputed by :func:`summarize` from the stored
+    ``predictions`` and ``labels``, the :data:`SUPERSEDED` keys dropped and every other key kept."""
+    return {k: v for k, v in summary.items() if k not in SUPERSEDED} | summarize(predictions, labels)
+
+
+__all__ = ["PERMUTATIONS", "SUPERSEDED", "accuracy", "anova", "churn", "churn_over_k_per_seed", "churn_per_image",
            "churn_ratio_jackknife", "disagreement", "exchangeability", "std_chi2_intervals", "std_intervals",
-           "std_over_k", "std_over_seeds", "summarize"]
+           "std_over_k", "std_over_seeds", "resummarized", "summarize"]

@@ -370,11 +370,22 @@ def run_resnet_task(task: ResNetTask, tick: Callable[[], None]) -> dict[str, np.
         "process_time_s": np.array(spent + time.process_time() - start)}
 
 
+def resummarize_resnet(run: results.StoredRun) -> dict[str, Any]:
+    """A stored ``local-cfl-resnet`` run's summary with every method's spread statistics recomputed from
+    its stored predictions by the current :func:`pdeeos.spread.summarize` (the labels read from the
+    data set; no re-training), the rest kept."""
+    _, test, _ = perturbed_sgd.load_splits(run.config, torch.device("cpu"))
+    labels = test.y.numpy()
+    runs = {key: spread.resummarized(r, run.arrays[f"{key}_predictions"], labels)
+            for key, r in run.summary["runs"].items()}
+    return run.summary | {"runs": runs}
+
+
 def run_resnet(ctx: RunContext) -> RunOutput:
     """Every method × activation × seed in worker processes; per method and activation the spreads of
     chapter 6 (churn over k and over seeds with intervals), the twins' RelL1 and the cost."""
     cfg = ctx.config
-    train, _, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
+    train, test, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
     local = [resnet_config(cfg, "local-cfl", a) for a in cfg["activations"]]
     nets = [perturbed_sgd.build_model(c, train) for c in local]   # a bad config fails here, before any training
     regions = regions_of(nets[0], perturbed_sgd.train_config(local[0], 0).make_optimizer(nets[0], 1))

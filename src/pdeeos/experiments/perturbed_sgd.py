@@ -328,6 +328,9 @@ CIFAR-10 subset's 40 steps), then 80 at 0.01 and 80 at 0.001; 3 k × 6 seeds; ev
 every test image stored every 25 epochs (1,000 steps), so that the churn over k can be followed against the
 steps beside the churn over seeds. Accuracy and churn from the last epoch."""
 
+SPREAD_RUNS = ("perturbed-sgd", *(f"perturbed-sgd-{key}" for key in VARIANTS), "perturbed-sgd-swish-long")
+"""The perturbed-SGD grids (k × seeds) whose spreads the verdict rule judges."""
+
 EXPERIMENT = (
     Experiment(name="perturbed-sgd-swish-long", chapter="06-perturbed-sgd", configs=SWISH_LONG, func=run,
                dtype="float32", shapes=stored_shapes,
@@ -496,13 +499,16 @@ def churn_along(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "churn_over_seeds": table[:, 1], "churn_ratio": table[:, 2], "churn_ratio_seed_ci": table[:, 3:]}
 
 
+def summary_commit(run: results.StoredRun) -> str:
+    """The commit of the code that computed a stored run's summary: the one that recomputed it from the
+    stored arrays (:func:`pdeeos.results.replace_summary`), else the run's own."""
+    return run.provenance.get("summary_recomputed", run.provenance)["git_commit"]
+
+
 def resummarize(run: results.StoredRun) -> dict[str, Any]:
     """A stored run's summary with its spread statistics recomputed from its stored predictions by the
     current :func:`pdeeos.spread.summarize` (no re-training), the rest kept."""
-    a = run.arrays
-    fresh = spread.summarize(a["predictions"], a["test_labels"])
-    dropped = {"churn_over_k_ci", "churn_over_seeds_ci", "churn_ratio_ci", "std_over_k_ci", "std_over_seeds_ci"}
-    return {k: v for k, v in run.summary.items() if k not in dropped} | fresh
+    return spread.resummarized(run.summary, run.arrays["predictions"], run.arrays["test_labels"])
 
 
 def spread_row(summary: dict[str, Any], rel_l1: np.ndarray) -> dict[str, Any]:
