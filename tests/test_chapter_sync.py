@@ -57,3 +57,15 @@ def test_first_cell_sets_up_colab(md):
     assert first.source.strip() == _setup_cell_source(), (
         f"{md.name}: its first code cell is not the Colab set-up cell: run scripts/setup_cell.py")
     assert "hide-input" in first.metadata.get("tags", ())
+
+
+DRAWS = ("fig.show()", "plt.show()", "style.figure(")
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.name)
+def test_every_cell_that_draws_a_figure_folds_its_code(md):
+    """A reader in a hurry sees the figure; the plotting code is one click away (``hide-input``)."""
+    shown = [c.source.splitlines()[0] for c in jupytext.read(md).cells
+             if c.cell_type == "code" and any(d in c.source for d in DRAWS)
+             and "hide-input" not in c.metadata.get("tags", ())]
+    assert not shown, f"{md.name}: cells that draw a figure without the hide-input tag: {shown}"

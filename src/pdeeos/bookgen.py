@@ -103,7 +103,7 @@ def headline_figure(root: Path | None = None) -> bytes:
     from matplotlib import pyplot as plt
 
     style.use()
-    fig, (left, right) = style.figure(1, 2, width=10, height=3.6, gridspec_kw={"width_ratios": [1.25, 1]})
+    fig, (left, right) = style.figure(1, 2, width=7.2, height=3.4, gridspec_kw={"width_ratios": [1.1, 1]})
     if not results.stored_scales(HEADLINE_RUN, root):
         for ax in (left, right):
             ax.text(0.5, 0.5, f"not yet run: python -m pdeeos run {HEADLINE_RUN}", ha="center", transform=ax.transAxes)
@@ -121,22 +121,21 @@ def headline_figure(root: Path | None = None) -> bytes:
             left.axvline(m * per_epoch, color=style.REFERENCE_COLOR, linewidth=0.8, linestyle=":",
                          label="learning rate ÷ 10" if i == 0 else None)
         left.set(xlabel="SGD step", ylabel="RelL1 of the weights", ylim=(0.03, 3),
-                 title="the last-bit copies drift nearly as far apart as independent runs")
+                 title="the last-bit copies drift nearly\nas far apart as independent runs")
         left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
 
         over_k = spread.churn_over_k_per_seed(a["predictions"])                        # per seed
         over_seeds = spread.churn_over_k_per_seed(a["predictions"].transpose(1, 0, 2))  # per k
-        rows = [("a new batch order:\nthe seed-copies of one $k$", over_seeds, style.REFERENCE_COLOR),
-                ("the last bit:\nthe $k$-copies of one seed", over_k, style.PALETTE[1])]
+        rows = [("new batch order\n(seed-copies of a $k$)", over_seeds, style.REFERENCE_COLOR),
+                ("last bit\n($k$-copies of a seed)", over_k, style.PALETTE[1])]
         for y, (_, values, color) in enumerate(rows):
             heights = y + np.linspace(-0.22, 0.22, len(values))   # a row of its own for each dot: none hides another
             right.plot(values, heights, "o", color=color, markersize=6)
             right.plot([values.mean()] * 2, [y - 0.32, y + 0.32], color=color, linewidth=2.5)
         top = 1.15 * max(over_k.max(), over_seeds.max())
         right.set(xlim=(0, top), ylim=(-0.6, 1.6), yticks=[0, 1], yticklabels=[r[0] for r in rows],
-                  xlabel="test images two copies classify differently (%)\n"
-                         "a dot per seed (per $k$), a bar at their mean",
-                  title=f"churn ratio {s['churn_ratio']:.2f} (95 % over seeds: {_interval(s['churn_ratio_seed_ci'])})")
+                  xlabel="test images two copies classify\ndifferently (%): a dot per seed\n(per $k$), a bar at their mean",
+                  title=f"churn ratio {s['churn_ratio']:.2f}\n(95 % over seeds: {_interval(s['churn_ratio_seed_ci'])})")
         right.grid(axis="y", visible=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

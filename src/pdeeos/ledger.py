@@ -813,7 +813,7 @@ def _provenance(row: Row) -> str:
 def _table_lines(table: list[Row], chapters: str, css: str) -> list[str]:
     """A list-table of ``table``: verdict badge, item, claim, the paper's number, ours, and links to the
     chapter section and to the folded list of stored runs."""
-    lines = ["```{list-table}", ":header-rows: 1", f":class: {css}", ":widths: 11 12 22 13 33 9", "",
+    lines = ["```{list-table}", ":header-rows: 1", f":class: {css}", ":widths: 11 13 22 13 32 9", "",
              "* - verdict", "  - item", "  - claim", "  - paper", "  - this book", "  - where"]
     for row in table:
         c = row.claim

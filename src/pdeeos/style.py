@@ -6,6 +6,8 @@ as a dashed grey reference line. Chapters call :func:`figure` to get axes in thi
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import matplotlib as mpl
@@ -13,7 +15,7 @@ import matplotlib.pyplot as plt
 from cycler import cycler
 
 __all__ = ["CHAOTIC", "METHOD_COLORS", "PALETTE", "PERIODIC", "RC", "REFERENCE_COLOR", "RESTRAINED", "STABLE",
-           "UNSTABLE", "figure", "reference_line", "use"]
+           "UNSTABLE", "figure", "number", "reference_line", "table", "use"]
 
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
@@ -83,3 +85,17 @@ def reference_line(ax: plt.Axes, value: float, label: str, *, axis: str = "y", *
         ax.axvline(value, **style)
     else:
         raise ValueError(f"axis must be 'x' or 'y'; got {axis!r}")
+
+
+def number(x: Any, digits: int = 4) -> Any:
+    """A float as ``digits`` significant digits with a true minus sign in its exponent (``7.367e−06``):
+    a browser may break a line after a hyphen, inside the number, never after a minus sign. Anything
+    else is returned as it is."""
+    if isinstance(x, float) and math.isfinite(x):
+        return re.sub(r"e-(\d)", "e\u2212\\1", f"{x:.{digits}g}")
+    return x
+
+
+def table(frame: Any, digits: int = 4) -> Any:
+    """A copy of a pandas DataFrame with every float written by :func:`number`, for display."""
+    return frame.map(lambda x: number(x, digits))

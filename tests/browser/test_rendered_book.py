@@ -303,9 +303,14 @@ def test_front_page_screenshot(server, browser, page):
     browser.get(f"{server}/{page}")
     browser.execute_async_script(WAIT_FOR_MATHJAX)
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    # The page laid out in a 1280 px wide viewport as tall as the page, then captured as it is: a clip
+    # beyond the viewport would capture a page laid out for another width.
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     out = SHOTS / "full-1280px" / (page.replace("/", "__").removesuffix(".html") + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(base64.b64decode(shot["data"]))

@@ -366,7 +366,7 @@ def protocol(name: str, scale: str = "book") -> dict[str, Any]:
             "optimizer, dtype": f"{cfg['optimizer']}, {cfg['dtype']}", "training images": n_train,
             "steps at the large lr": stages[0][1], "steps after it": sum(n for _, n in stages[1:]),
             "decays": len(stages) - 1, "k × seeds": f"{len(cfg['ks'])} × {len(cfg['seeds'])}",
-            "steps @ lr": ", ".join(f"{n:,} @ {lr:.0e}" for lr, n in stages)}
+            "steps @ lr": ", ".join(f"{n:,} @ {lr:g}" for lr, n in stages)}
 
 
 APART_SHARE = 0.5
