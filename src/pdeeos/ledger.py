@@ -654,7 +654,7 @@ def _own_amplified(runs: Runs) -> tuple[str, str]:
         if not k3["bursts"]:
             return f"{_own_label(r)} 0/{k3['records']}"
         return (f"{_own_label(r)} {k3['bursts']}/{k3['records']} (median onset "
-                + ("never" if k3["onset_median"] is None else f"{k3['onset_median']:.0f}")
+                + ("after the run" if k3["onset_median"] is None else f"{k3['onset_median']:.0f}")
                 + f", {k3['rate_median']:.2g} e-folds a step)")
 
     ours = (f"k = 3 copies leaving the floor within {s['steps']} steps: " + "; ".join(onset(r) for r in per)
