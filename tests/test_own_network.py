@@ -147,3 +147,46 @@ def test_the_stored_book_run_is_recomputable_from_its_arrays():
             onsets = lyapunov.onset_statistics(rows, dtype=run.summary["dtype"], steps=steps)
             assert mine["bursts"] == onsets.bursts and mine["onset_median"] == (
                 onsets.median if np.isfinite(onsets.median) else None), key
+
+
+# ----------------------------------------------------------------------------- the ledger's rules
+
+
+class _Run:
+    def __init__(self, summary: dict) -> None:
+        self.summary = summary
+
+
+def _summary(per: list[dict]) -> dict:
+    keys = [f"net{i}_sgd" for i in range(len(per))]
+    rows = {key: {"model": f"net{i}", "optimizer": "sgd", "lr": 0.2, "churn_ratio_image_ci": None,
+                  "anova_p_seed": None} | r for i, (key, r) in enumerate(zip(keys, per))}
+    return {"own-network": _Run({"runs": keys, "steps": 100, **rows})}
+
+
+def _k3(bursts: int, records: int = 5) -> dict:
+    return {"k3": {"bursts": bursts, "records": records, "onset_median": 20.0 if 2 * bursts > records else None,
+                   "rate_median": 0.1 if bursts else None}}
+
+
+@pytest.mark.parametrize("bursts, verdict", [([5, 3], "reproduced"), ([5, 2], "partly"), ([0, 2], "not reproduced")])
+def test_the_amplification_rule(bursts, verdict):
+    from pdeeos import ledger
+    ours, found = ledger._own_amplified(_summary([_k3(b) for b in bursts]))
+    assert found == verdict and f"amplified: {sum(2 * b >= 5 for b in bursts)} of {len(bursts)}" in ours
+
+
+def _churn(ratio: float | None, ci: list[float] | None, over_k: float = 1.0) -> dict:
+    return {"churn_ratio": ratio, "churn_ratio_seed_ci": ci, "churn_over_k": over_k}
+
+
+@pytest.mark.parametrize("rows, verdict", [
+    ([_churn(1.0, [0.85, 1.1]), _churn(0.9, [0.81, 1.0])], "reproduced"),
+    ([_churn(1.0, [0.85, 1.1]), _churn(0.0, None, over_k=0.0)], "partly"),
+    ([_churn(0.3, [0.2, 0.4]), _churn(0.05, [0.0, 0.09])], "partly"),
+    ([_churn(0.0, None, over_k=0.0), _churn(0.05, [0.0, 0.09])], "not reproduced"),
+    ([_churn(0.5, [0.05, 0.9]), _churn(0.0, None, over_k=0.0)], "inconclusive"),
+])
+def test_the_churn_rule(rows, verdict):
+    from pdeeos import ledger
+    assert ledger._own_churn(_summary(rows))[1] == verdict
