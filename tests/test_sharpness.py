@@ -186,3 +186,18 @@ def test_measuring_one_twin_keeps_the_twins_bit_identical():
     a, b = twins[0].state_dict(), twins[1].state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert int(a["1.num_batches_tracked"]) == 4
+
+
+@pytest.mark.parametrize("solver", [sharpness.lanczos, sharpness.power_iteration])
+def test_a_non_finite_hessian_product_is_a_clear_error_not_a_linalg_one(solver):
+    with pytest.raises(ValueError, match="Hessian-vector product is not finite"):
+        solver(lambda v: v * float("nan"), 5)
+
+
+def test_the_sharpness_of_a_model_that_blew_up_is_a_clear_error():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")        # what a diverged SGD step leaves
+    x = torch.ones(4, 3)
+    with pytest.raises(ValueError, match="did the run blow up"):
+        sharpness.of_model(model, lambda m: m(x).pow(2).mean())

@@ -631,6 +631,66 @@ def _local_cfl_resnet(runs: Runs) -> tuple[str, str]:
     return ours, "reproduced" if costs_ok else "partly"
 
 
+OWN_AMPLIFIED_RULE = (
+    "for each network × optimizer of own-network, its k = 3 copies (one per seed) count as amplified if at least "
+    "half of them leave the float32 rounding floor for good (an onset, pdeeos.lyapunov.onset: the RelL1 to the "
+    "k = 1 copy rises from at most 1e-4 to at least 1e-2); reproduced if every network × optimizer is amplified, "
+    "not reproduced if none is, partly otherwise")
+
+
+def _own_label(s: dict) -> str:
+    """``model/optimizer`` of an own-network summary, SGD with its learning rate."""
+    optimizer = "AdamW" if s["optimizer"] == "adamw" else f"SGD {s['lr']:g}"
+    return f"{s['model']}/{optimizer}"
+
+
+def _own_amplified(runs: Runs) -> tuple[str, str]:
+    s = runs["own-network"].summary
+    per = [s[key] for key in s["runs"]]
+    amplified = [2 * r["k3"]["bursts"] >= r["k3"]["records"] for r in per]
+
+    def onset(r: dict) -> str:
+        k3 = r["k3"]
+        if not k3["bursts"]:
+            return f"{_own_label(r)} 0/{k3['records']}"
+        return (f"{_own_label(r)} {k3['bursts']}/{k3['records']} (median onset "
+                + ("after the run" if k3["onset_median"] is None else f"{k3['onset_median']:.0f}")
+                + f", {k3['rate_median']:.2g} e-folds a step)")
+
+    ours = (f"k = 3 copies leaving the floor within {s['steps']} steps: " + "; ".join(onset(r) for r in per)
+            + f"; amplified: {sum(amplified)} of {len(per)}")
+    if all(amplified):
+        return ours, "reproduced"
+    return ours, "partly" if any(amplified) else "not reproduced"
+
+
+OWN_CHURN_RULE = (
+    "for each network × optimizer of own-network, ρ = churn over k / churn over seeds (a seed sets both the "
+    "initial weights and the batch order) with its delete-one-seed jackknife interval, read as in chapter 6 "
+    f"(reproduced if lo ≥ {perturbed_sgd.REPRODUCED_RATIO}, not reproduced if hi < {perturbed_sgd.ABSENT_RATIO} "
+    "or no k-copy changes a prediction, partly if in between, inconclusive if the interval reaches over a margin "
+    "or is undefined); the row is reproduced if every network × optimizer is, not reproduced if every one is "
+    "not, partly if at least one is reproduced or partly, inconclusive otherwise")
+
+
+def _own_churn(runs: Runs) -> tuple[str, str]:
+    s = runs["own-network"].summary
+    per = [s[key] for key in s["runs"]]
+    verdicts = [perturbed_sgd.ratio_verdict(r) for r in per]
+
+    def ratio(r: dict) -> str:
+        ci = r["churn_ratio_seed_ci"]
+        interval = "no interval" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+        value = "undefined" if r["churn_ratio"] is None else f"{r['churn_ratio']:.2f}"
+        return f"{_own_label(r)} {value} {interval}"
+
+    ours = "ρ with its seed-level 95 % interval: " + "; ".join(ratio(r) for r in per)
+    for common in ("reproduced", "not reproduced"):
+        if all(v == common for v in verdicts):
+            return ours, common
+    return ours, "partly" if any(v in ("reproduced", "partly") for v in verdicts) else "inconclusive"
+
+
 # ----------------------------------------------------------------------------- the claims
 
 SUN = "Sun et al."
@@ -745,6 +805,15 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Local CFL: ResNets", BOOK, "per-tensor stable step sizes cut the Swish ResNet's prediction churn over k "
           "tenfold at SGD's accuracy and at most 1.5× its cost", "— (proposed, not measured)", "08-local-cfl",
           "The ResNets of chapter 6", ("local-cfl-resnet", "local-cfl-resnet-sharpness"), _local_cfl_resnet, LOCAL_CFL_RESNET_RULE),
+    Claim("Own networks: amplification", BOOK, "beyond the paper: a last-bit change of the update (k = 3) is "
+          "amplified beyond float32 rounding in networks that are not the paper's (an MLP with ReLU, tanh or GELU, "
+          "a BatchNorm CNN; Fashion-MNIST) under SGD with momentum and under AdamW, in a plain DataLoader loop",
+          "— (beyond the paper)", "09-test-your-own-network", "When does the last bit leave the floor?",
+          ("own-network",), _own_amplified, OWN_AMPLIFIED_RULE),
+    Claim("Own networks: churn", BOOK, "beyond the paper: after training, the last bit changes as many test "
+          "predictions as a new seed (initial weights and batch order) does, in the same networks",
+          "— (beyond the paper)", "09-test-your-own-network", "Churn: the last bit against a new seed",
+          ("own-network",), _own_churn, OWN_CHURN_RULE),
 )
 
 

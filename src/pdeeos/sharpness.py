@@ -130,6 +130,17 @@ def _check_solver_args(n: int, k: int, tol: float, max_iter: int) -> None:
         raise ValueError(f"max_iter must be positive; got {max_iter}")
 
 
+def _product(matvec: MatVec, v: torch.Tensor, dtype: torch.dtype, m: int) -> torch.Tensor:
+    """``matvec(v)`` in ``dtype``; ``ValueError`` when it is not finite (a loss or gradient that is ``nan`` or
+    infinite at these parameters, such as a run that blew up, has no sharpness)."""
+    w = matvec(v).to(dtype)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"the Hessian-vector product is not finite (product {m}): the loss or its gradient is "
+                         "nan or infinite at these parameters, so there is no sharpness to measure (did the run "
+                         "blow up?)")
+    return w
+
+
 def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: int = 200,
             dtype: torch.dtype = torch.float64, seed: int = 0) -> EigenResult:
     r"""Largest ``k`` algebraic eigenvalues of a symmetric operator by Lanczos.
@@ -145,7 +156,7 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
     betas: list[float] = []
     history: list[float] = []
     for m in range(1, min(max_iter, n) + 1):
-        w = matvec(basis[-1]).to(dtype)
+        w = _product(matvec, basis[-1], dtype, m)
         alphas.append(float(w @ basis[-1]))
         q = torch.stack(basis)
         w = w - q.T @ (q @ w)
@@ -179,7 +190,7 @@ def power_iteration(matvec: MatVec, n: int, *, tol: float = 1e-6, max_iter: int 
     v = _start_vector(n, dtype, seed)
     history: list[float] = []
     for m in range(1, max_iter + 1):
-        w = matvec(v).to(dtype)
+        w = _product(matvec, v, dtype, m)
         history.append(float(w @ v))
         norm = torch.linalg.vector_norm(w)
         if norm == 0:
