@@ -321,7 +321,7 @@ def _fig5_rell1(runs: Runs) -> tuple[str, str]:
     decided = signs != 0
     ours = (f"paper's step sizes: twins {'merge' if (signs[paper_stable] < 0).all() else 'do not all merge'} at "
             f"the {paper_stable.sum()} stable ones, separate at {(signs[paper_restrained] > 0).sum()} of "
-            f"{paper_restrained.sum()} restrained (all chaotic). Sharper: amplified iff chaotic — on the fine grid "
+            f"{paper_restrained.sum()} restrained (all chaotic). On the fine grid "
             f"the twins separate at {(signs[chaotic] > 0).sum()} of {chaotic.sum()} chaotic step sizes and at "
             f"{(signs[periodic] > 0).sum()} of {periodic.sum()} periodic ones ({(signs[periodic] == 0).sum()} held "
             f"at rounding); where the twins decide, their sign is the tangent map's at "
