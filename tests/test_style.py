@@ -20,3 +20,8 @@ def test_a_table_formats_every_float_and_keeps_its_labels():
     assert shown.loc["p", "a"] == "1e\u221205" and shown.loc["q", "a"] == "0.5"
     assert list(shown["b"]) == ["x", "y"] and list(shown.index) == ["p", "q"]
     assert frame.loc["p", "a"] == 1e-5   # the original is untouched
+
+
+def test_negative_exponents_in_text_get_a_minus_sign_and_hyphens_stay():
+    text = "4e-05 and 2.5e-12, x-1, global-cfl, 1e+20"
+    assert style.minus_in_exponents(text) == "4e\u221205 and 2.5e\u221212, x-1, global-cfl, 1e+20"

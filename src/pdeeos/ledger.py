@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pdeeos import cnnpde, lyapunov, results
+from pdeeos import cnnpde, lyapunov, results, style
 from pdeeos.experiments import lr_threshold, perturbed_sgd
 from pdeeos.experiments.perturbed_sgd import layer_onsets
 
@@ -864,7 +864,7 @@ def badge(verdict: str, text: str | None = None) -> str:
 def _cell(text: str) -> str:
     """``text`` on one line, its exponents written with a minus sign (4e−05), which a line never breaks
     after, where a hyphen would leave "4e-" at the end of a line in a narrow column."""
-    return re.sub(r"(\de)-(\d)", "\\1\u2212\\2", " ".join(text.split()))
+    return style.minus_in_exponents(" ".join(text.split()))
 
 
 def _provenance(row: Row) -> str:

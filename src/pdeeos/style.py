@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from cycler import cycler
 
 __all__ = ["CHAOTIC", "METHOD_COLORS", "PALETTE", "PERIODIC", "RC", "REFERENCE_COLOR", "RESTRAINED", "STABLE",
-           "UNSTABLE", "figure", "number", "reference_line", "table", "use"]
+           "UNSTABLE", "figure", "minus_in_exponents", "number", "reference_line", "table", "use"]
 
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
@@ -87,12 +87,17 @@ def reference_line(ax: plt.Axes, value: float, label: str, *, axis: str = "y", *
         raise ValueError(f"axis must be 'x' or 'y'; got {axis!r}")
 
 
+def minus_in_exponents(text: str) -> str:
+    """``text`` with every negative exponent written with a true minus sign (``4e-05`` → ``4e−05``): a
+    browser may break a line after a hyphen, inside the number, never after a minus sign."""
+    return re.sub(r"(\de)-(\d)", "\\1\u2212\\2", text)
+
+
 def number(x: Any, digits: int = 4) -> Any:
-    """A float as ``digits`` significant digits with a true minus sign in its exponent (``7.367e−06``):
-    a browser may break a line after a hyphen, inside the number, never after a minus sign. Anything
-    else is returned as it is."""
+    """A float as ``digits`` significant digits, its exponent's sign a true minus
+    (:func:`minus_in_exponents`: ``7.367e−06``). Anything else is returned as it is."""
     if isinstance(x, float) and math.isfinite(x):
-        return re.sub(r"e-(\d)", "e\u2212\\1", f"{x:.{digits}g}")
+        return minus_in_exponents(f"{x:.{digits}g}")
     return x
 
 
