@@ -132,3 +132,12 @@ def test_std_intervals_contain_their_estimates() -> None:
     assert k_ci[0] <= spread.std_over_k(acc).mean() <= k_ci[1]
     assert seeds_ci[0] <= spread.std_over_seeds(acc).mean() <= seeds_ci[1]
     assert seeds_ci[1] - seeds_ci[0] > 0.1                       # resampled over seeds, not over nothing
+
+
+def test_a_residual_at_rounding_level_is_zero_on_every_cpu() -> None:
+    """Accuracies that are a k effect plus a seed effect leave a residual of rounding only (its digits
+    depend on the CPU's summation): it is reported as exactly 0, with F and p undefined."""
+    acc = 60.9 + np.array([0.0, 0.3, -0.1])[:, None] + np.array([1.1, -0.7, 0.4, 2.3])[None, :]
+    result = spread.anova(acc)
+    assert result["var_residual"] == 0.0 and result["anova_p_seed"] is None
+    assert result["seed_share"] == 1.0
