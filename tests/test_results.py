@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 import time
 
@@ -346,3 +347,21 @@ def test_map_counts_each_tasks_own_units_and_keeps_the_items_order(tmp_path, wor
     assert ctx.map(_ticks, [1, 5, 2], units=[1, 5, 2], desc="demo") == [10, 50, 20]
     with pytest.raises(ValueError, match="units has 2 entries for 3 tasks"):
         ctx.map(_ticks, [1, 5, 2], units=[1, 5], desc="demo")
+
+
+def test_git_commit_is_dirty_for_code_not_for_stored_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    monkeypatch.setattr(results, "_REPO_ROOT", tmp_path)
+    (tmp_path / "results" / "run.json").write_text('{"summary": {}}')
+    assert not results.git_commit().endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.git_commit().endswith("+dirty")

@@ -141,3 +141,10 @@ def test_a_residual_at_rounding_level_is_zero_on_every_cpu() -> None:
     result = spread.anova(acc)
     assert result["var_residual"] == 0.0 and result["anova_p_seed"] is None
     assert result["seed_share"] == 1.0
+
+
+def test_an_effect_at_rounding_level_is_zero_too() -> None:
+    """Equal accuracies for every k: the k mean square is rounding, and σ²_k is exactly 0."""
+    acc = np.repeat(np.array([[61.2, 59.8, 60.4, 62.0]]), 3, axis=0)
+    result = spread.anova(acc)
+    assert result["var_k"] == 0.0 and result["var_residual"] == 0.0 and result["var_seed"] > 0

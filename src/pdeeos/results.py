@@ -168,13 +168,15 @@ def check_checkpoints(directory: Path) -> None:
 
 
 def git_commit() -> str:
-    """``HEAD`` of the checkout the package runs from, ``+dirty`` if it has changes; else 'unknown'."""
+    """``HEAD`` of the checkout the package runs from, ``+dirty`` if its code has changes (the stored runs
+    under ``results/`` are not code: a script that rewrites several of them still names a clean commit);
+    else 'unknown'."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=_REPO_ROOT, capture_output=True, text=True, check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

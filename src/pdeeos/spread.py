@@ -232,10 +232,10 @@ def std_chi2_intervals(final_acc: np.ndarray) -> dict[str, Any]:
 def anova(final_acc: np.ndarray) -> dict[str, Any]:
     """Two-way ANOVA without replication, ``acc ~ C(k) + C(seed)`` (statsmodels ``anova_lm``), and the
     variance components from its mean squares: σ²_seed = (MS_seed − MS_res)/K, σ²_k =
-    (MS_k − MS_res)/S (clipped at 0), and the share of the seed in σ²_seed + σ²_res. A residual mean
-    square below 1e-12 of the largest one is the rounding of the fit (no variation within seeds beyond the
-    k and seed means; its digits differ between CPUs), so it counts as 0, and F and p are undefined:
-    ``None``."""
+    (MS_k − MS_res)/S (clipped at 0), and the share of the seed in σ²_seed + σ²_res. A mean square below
+    1e-12 of the largest one (and of 1) is the rounding of the fit, whose digits differ between CPUs: it
+    counts as 0. With a zero residual mean square (no variation within seeds beyond the k and seed means)
+    F and p are undefined: ``None``."""
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
 
@@ -245,9 +245,9 @@ def anova(final_acc: np.ndarray) -> dict[str, Any]:
                           "seed": np.tile(np.arange(n_s), n_k)})
     table = anova_lm(smf.ols("acc ~ C(k) + C(seed)", data=frame).fit())
     ms = table["sum_sq"] / table["df"]
+    ms = ms.where(ms > 1e-12 * max(1.0, float(ms.max())), 0.0)
     ms_res = float(ms["Residual"])
-    defined = ms_res > 1e-12 * max(1.0, float(ms.max()))
-    ms_res = ms_res if defined else 0.0
+    defined = ms_res > 0
     var_seed = max(0.0, (float(ms["C(seed)"]) - ms_res) / n_k)
     var_k = max(0.0, (float(ms["C(k)"]) - ms_res) / n_s)
 
