@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pdeeos import models
+import torch.nn.functional as F
+
+from pdeeos import Twins, models
 from pdeeos.experiments.perturbed_sgd import final_accuracy, schedule
 from pdeeos.training import LockstepTrainer, Split, TrainConfig, gradient_fluctuation, identical
 
@@ -35,6 +37,28 @@ def test_app_b_bit_identities() -> None:
     assert all(identical(first, m) for m in trainer.models[1:5])  # k = 1 twice, k = 2, 4, 8
     assert not identical(first, trainer.models[5])  # k = 3
     assert trainer.history.rel_l1[-1][:5] == [0.0] * 5 and trainer.history.rel_l1[-1][5] > 0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "local-cfl"])
+def test_the_trainer_is_twins_stepped_on_its_batches(optimizer: str) -> None:
+    """One stepping mechanism: the trainer's copies are a Twins, and a Twins stepped by hand on the trainer's
+    batches (the same generator state) ends bit for bit where the trainer's copies end."""
+    trainer = _trainer((1, 3), optimizer=optimizer, lr=2.0 if optimizer == "local-cfl" else 0.1, every=2)
+    assert isinstance(trainer.twins, Twins) and trainer.twins.record_every is None
+    by_hand = _trainer((1, 3), optimizer=optimizer, lr=2.0 if optimizer == "local-cfl" else 0.1, every=2)
+    hand = Twins(by_hand.models[0], by_hand.config.make_optimizer, (1, 3))
+    for xb, yb in by_hand.batches():
+        hand.step(lambda m, xb=xb, yb=yb: F.cross_entropy(m.train()(xb), yb))
+    trainer.run_epoch()
+    assert all(identical(a, b) for a, b in zip(trainer.models, hand.models))
+    assert trainer.history.rel_l1[0][1] > 0 and hand.history["rel_l1"][-1, 1] > 0
+
+
+def test_the_protocol_needs_the_unperturbed_copy_and_a_twin() -> None:
+    with pytest.raises(ValueError, match="k = 1"):
+        TrainConfig(ks=(3, 5))
+    with pytest.raises(ValueError, match="at least two"):
+        TrainConfig(ks=(1,))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "local-cfl"])
@@ -234,7 +258,7 @@ def test_uncapped_local_cfl_trains_like_sgd_and_global_cfl_caps_a_large_rate() -
     sgd.train()
     local.train()
     assert all(identical(a, b) for a, b in zip(sgd.models, local.models))
-    capped = _trainer((1,), lr=50.0, optimizer="global-cfl", every=2)
+    capped = _trainer((1, 1), lr=50.0, optimizer="global-cfl", every=2)
     capped.run_epoch()
     (rate,), = {tuple(r) for r in capped.optimizers[0].step_sizes()}
     assert 0 < rate < 50.0

@@ -271,3 +271,13 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture) -> None:
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out
     assert "SGD" in printed and "AdamW" in printed and "fate" in printed
+
+
+def test_record_every_none_steps_without_records() -> None:
+    twins = _run(Twins(_mlp(), SGD, ks=(1, 3), record_every=None), _batches(6))
+    recorded = _run(Twins(_mlp(), SGD, ks=(1, 3)), _batches(6))
+    assert twins.steps == 6 and twins.history["steps"].size == 0
+    assert all(torch.equal(a, b) for m, n in zip(twins.models, recorded.models)
+               for a, b in zip(m.state_dict().values(), n.state_dict().values()))
+    with pytest.raises(ValueError, match="at least 4 finite records"):
+        twins.fate()

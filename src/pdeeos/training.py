@@ -1,8 +1,10 @@
 """Lockstep training: copies of one network, one per perturbation ``k``, on identical batches.
 
-Every copy starts from the same initial weights and sees the same shuffled, augmented batches
-(drawn once per step from one seeded generator on the device), so the copies differ only by the
-last-bit perturbation of their optimizer (:mod:`pdeeos.optim`). After every epoch the trainer
+The book's protocol for the paper's networks, built on :class:`pdeeos.twins.Twins`: the copies, one per
+``k``, are a :class:`~pdeeos.twins.Twins` stepped on whole tensors of images. Every copy starts from the
+same initial weights and sees the same shuffled, augmented batches (drawn once per step from one seeded
+generator on the device), so the copies differ only by the last-bit perturbation of their optimizer
+(:mod:`pdeeos.optim`). After every epoch the trainer
 records each copy's test accuracy and training loss, its RelL1 distance (:func:`pdeeos.metrics.rel_l1`)
 to the first copy, per layer and for the whole network, and how far each copy moved during the epoch
 (RelL1 to its own weights one epoch earlier). At the end :meth:`LockstepTrainer.predictions` gives
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ import torch.nn.functional as F
 
 from pdeeos import data, results
 from pdeeos.metrics import rel_l1
-from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, check_k
+from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD
+from pdeeos.twins import Twins, check_ks
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam", "local-cfl", "global-cfl")
@@ -67,10 +70,7 @@ class TrainConfig:
     """Record every copy's prediction for every test image after each ``predict_every``-th epoch (0: never)."""
 
     def __post_init__(self) -> None:
-        if not self.ks:
-            raise ValueError("ks must name at least one k")
-        for k in self.ks:
-            check_k(k)
+        check_ks(self.ks)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
         if self.dtype not in DTYPES:
@@ -87,16 +87,17 @@ class TrainConfig:
         """The step schedule: ``lr · gamma^(number of milestones <= epoch)``."""
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
 
-    def make_optimizer(self, model: nn.Module, k: int) -> torch.optim.Optimizer:
-        """The perturbed optimizer of one copy."""
+    def make_optimizer(self, params: Iterable[torch.Tensor], k: int = 1) -> torch.optim.Optimizer:
+        """The optimizer of one copy's parameters, perturbed by ``k`` (:class:`~pdeeos.twins.Twins` builds
+        it with ``k = 1`` and perturbs it by the copy's own ``k``: the same optimizer)."""
         if self.optimizer == "adam":
-            return PerturbedAdam(model.parameters(), self.lr, k=k, weight_decay=self.weight_decay)
+            return PerturbedAdam(params, self.lr, k=k, weight_decay=self.weight_decay)
         if self.optimizer in ("local-cfl", "global-cfl"):
-            return LocalCFL(model.parameters(), self.lr, k=k, momentum=self.momentum, nesterov=self.nesterov,
+            return LocalCFL(params, self.lr, k=k, momentum=self.momentum, nesterov=self.nesterov,
                             weight_decay=self.weight_decay, safety=self.safety, every=self.every,
                             power_iterations=self.power_iterations,
                             regions="tensor" if self.optimizer == "local-cfl" else "global")
-        return PerturbedSGD(model.parameters(), self.lr, k=k, momentum=self.momentum,
+        return PerturbedSGD(params, self.lr, k=k, momentum=self.momentum,
                             weight_decay=self.weight_decay, nesterov=self.nesterov)
 
 
@@ -143,7 +144,9 @@ class History:
 
 
 class LockstepTrainer:
-    """Trains one copy of ``model`` per ``k`` of ``config`` on identical batches."""
+    """Trains one copy of ``model`` per ``k`` of ``config`` on identical batches: a
+    :class:`~pdeeos.twins.Twins` (:attr:`twins`, without per-step records) stepped through the epochs of
+    the protocol, recording per epoch."""
 
     def __init__(self, model: nn.Module, train: Split, test: Split, config: TrainConfig,
                  device: torch.device | str = "cpu") -> None:
@@ -152,13 +155,22 @@ class LockstepTrainer:
         self.train_split, self.test_split = (Split(s.x.to(self.device, dtype), s.y.to(self.device))
                                              for s in (train, test))
         base = model.to(device=self.device, dtype=dtype)
-        self.models = [copy.deepcopy(base) for _ in config.ks]
-        self.optimizers = [config.make_optimizer(m, k) for m, k in zip(self.models, config.ks)]
+        self.twins = Twins(base, config.make_optimizer, config.ks, record_every=None)
         self.generator = torch.Generator(device=self.device).manual_seed(config.batch_seed)
         self.layers = [n for n, p in base.named_parameters() if p.ndim > 1]
         self.epoch = 0
         self.history = History()
         self.previous = self.flat_weights()
+
+    @property
+    def models(self) -> list[nn.Module]:
+        """The copies, in ``config.ks`` order."""
+        return self.twins.models
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The copies' perturbed optimizers, in ``config.ks`` order."""
+        return self.twins.optimizers
 
     # ------------------------------------------------------------------ one epoch
 
@@ -182,17 +194,7 @@ class LockstepTrainer:
         losses = torch.zeros(len(self.models), dtype=torch.float64)
         batches = self.batches()
         for xb, yb in batches:
-            for i, (model, opt) in enumerate(zip(self.models, self.optimizers)):
-                model.train()
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(xb), yb)
-                if isinstance(opt, LocalCFL) and opt.refresh_due:
-                    loss.backward(retain_graph=True)   # the refresh differentiates this batch's loss again
-                    opt.step(lambda loss=loss: loss)
-                else:
-                    loss.backward()
-                    opt.step()
-                losses[i] += loss.detach().double().cpu()
+            losses += self.twins.step(lambda model, xb=xb, yb=yb: F.cross_entropy(model.train()(xb), yb)).double().cpu()
         return (losses / len(batches)).tolist()
 
     @torch.no_grad()
@@ -220,8 +222,8 @@ class LockstepTrainer:
         return [torch.cat([p.detach().flatten() for p in m.parameters()]).clone() for m in self.models]
 
     def distances(self) -> tuple[list[float], list[list[float]]]:
-        """RelL1 of each copy to the first: whole network, and per weight layer."""
-        ref = dict(self.models[0].named_parameters())
+        """RelL1 of each copy to the ``k = 1`` copy: whole network, and per weight layer."""
+        ref = dict(self.models[self.twins.reference].named_parameters())
         whole, layers = [], []
         flat_ref = torch.cat([p.detach().flatten() for p in ref.values()])
         for model in self.models:

@@ -4,7 +4,8 @@ The question the paper asks of its CNNs can be asked of any training: does it am
 difference, how fast, and how does the difference end? :class:`Twins` keeps one copy of a model per ``k``,
 all with the same initial weights, each with its own optimizer perturbed in its last bit by ``k``
 (:func:`pdeeos.optim.perturb`). Each call of :meth:`Twins.step` steps every copy on the same loss (the
-caller's batch, any loss, any data source), and every ``record_every`` steps it records each copy's loss
+caller's batch, any loss, any data source), and every ``record_every`` steps (``None``: never, for a caller
+that keeps its own records, as :class:`pdeeos.training.LockstepTrainer` does) it records each copy's loss
 and its distance to the ``k = 1`` copy,
 
 .. math:: \mathrm{RelL1}(\theta^{(k)}, \theta^{(1)}) = \frac{2}{N}\sum_{i=1}^N
@@ -32,7 +33,7 @@ from torch import nn
 from pdeeos import lyapunov, sharpness
 from pdeeos.optim import PerturbedSGD, check_k, perturb, stable_step
 
-__all__ = ["SHARPNESS_MAX_ITER", "SHARPNESS_TOL", "Twins", "edge"]
+__all__ = ["SHARPNESS_MAX_ITER", "SHARPNESS_TOL", "Twins", "check_ks", "edge"]
 
 SHARPNESS_TOL = 1e-3
 """The relative Lanczos residual at which the sharpness :class:`Twins` records has converged."""
@@ -66,7 +67,9 @@ def _check_every(name: str, value: object, *, optional: bool = False) -> int | N
     return value
 
 
-def _check_ks(ks: object) -> tuple[int, ...]:
+def check_ks(ks: object) -> tuple[int, ...]:
+    """``ks`` as a tuple: at least two perturbations (integers >= 1), one of them ``k = 1``; ``ValueError``
+    otherwise."""
     if not isinstance(ks, Sequence) or isinstance(ks, str) or len(ks) < 2:
         raise ValueError(f"ks must be a sequence of at least two perturbations k; got {ks!r}")
     for k in ks:
@@ -128,7 +131,7 @@ class Twins:
     contain 1: distances are measured to the first copy with ``k = 1`` (its index is ``reference``). ``model`` itself is
     not trained: every copy is a deep copy of it, so all start from its weights and buffers.
 
-    Every ``record_every`` steps the loss of each copy and its RelL1 distance to the reference (whole network
+    Every ``record_every`` steps (``None``: never) the loss of each copy and its RelL1 distance to the reference (whole network
     and per parameter tensor, named in ``names``) are recorded; every ``sharpness_every`` steps (``None``:
     never) each copy's sharpness too. :attr:`history` gives the records as arrays. ``models`` and
     ``optimizers`` are the copies and their optimizers (for schedulers: one per optimizer, stepped by the
@@ -136,9 +139,9 @@ class Twins:
     """
 
     def __init__(self, model: nn.Module, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
-                 ks: Sequence[int] = (1, 3), *, record_every: int = 1, sharpness_every: int | None = None) -> None:
-        self.ks = _check_ks(ks)
-        self.record_every = _check_every("record_every", record_every)
+                 ks: Sequence[int] = (1, 3), *, record_every: int | None = 1, sharpness_every: int | None = None) -> None:
+        self.ks = check_ks(ks)
+        self.record_every = _check_every("record_every", record_every, optional=True)
         self.sharpness_every = _check_every("sharpness_every", sharpness_every, optional=True)
         _check_model(model)
         if not callable(make_optimizer):
@@ -179,7 +182,7 @@ class Twins:
         per copy) and records when a record is due."""
         if not callable(loss_fn):
             raise ValueError(f"loss_fn must be a callable model -> scalar loss tensor; got {loss_fn!r}")
-        due = (self.steps + 1) % self.record_every == 0
+        due = self.record_every is not None and (self.steps + 1) % self.record_every == 0
         losses, sums = self._step_all(loss_fn, measure=due)
         self.steps += 1
         if due:

@@ -388,7 +388,7 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     train, test, described = perturbed_sgd.load_splits(cfg, torch.device("cpu"))
     local = [resnet_config(cfg, "local-cfl", a) for a in cfg["activations"]]
     nets = [perturbed_sgd.build_model(c, train) for c in local]   # a bad config fails here, before any training
-    regions = regions_of(nets[0], perturbed_sgd.train_config(local[0], 0).make_optimizer(nets[0], 1))
+    regions = regions_of(nets[0], perturbed_sgd.train_config(local[0], 0).make_optimizer(nets[0].parameters()))
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = [ResNetTask(m, a, seed, cfg, str(ctx.device), ctx.checkpoint_dir / f"{a}-{m}-seed{seed}.pt")
              for a in cfg["activations"] for m in METHODS for seed in cfg["seeds"]]
@@ -438,11 +438,11 @@ def first_refresh(cfg: dict[str, Any], method: str, activation: str, seed: int) 
     Below 1, a cap binds for the first ``every`` steps."""
     if method not in ("local-cfl", "global-cfl"):
         raise ValueError(f"method must be 'local-cfl' or 'global-cfl'; got {method!r}")
-    cfg = resnet_config(cfg, method, activation) | {"ks": [1]}
+    cfg = resnet_config(cfg, method, activation) | {"ks": [1, 1]}   # lockstep copies come in twos
     threads = torch.get_num_threads()
     try:
         trainer = perturbed_sgd.make_trainer(cfg, seed, "cpu", fluctuation=False)
-        (model,), (opt,) = trainer.models, trainer.optimizers
+        model, opt = trainer.models[0], trainer.optimizers[0]
         start = copy.deepcopy(model)   # the weights the refresh sees, before its step moves them
         images, labels = trainer.batches()[0]
         loss = nn.functional.cross_entropy(model(images), labels)
