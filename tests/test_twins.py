@@ -84,8 +84,13 @@ def test_the_copies_are_what_a_hand_written_loop_makes() -> None:
     assert _same(model, _mlp())                                      # the model given is not trained
 
 
-def test_records_are_rel_l1_of_the_whole_network_and_of_each_tensor() -> None:
-    twins = _run(Twins(_mlp(), SGD, ks=(3, 1), record_every=3), _batches(30))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_records_are_rel_l1_of_the_whole_network_and_of_each_tensor(dtype: torch.dtype) -> None:
+    """The records are RelL1 of the weights after the step, in every precision (a bfloat16 copy is
+    widened after the reference has stepped, not before)."""
+    twins = Twins(_mlp().to(dtype), SGD, ks=(3, 1), record_every=3)
+    for xb, yb in _batches(30):
+        twins.step(lambda m, xb=xb, yb=yb: F.cross_entropy(m(xb.to(dtype)).float(), yb))
     h = twins.history
     assert twins.reference == 1 and h["steps"].tolist() == list(range(3, 31, 3))
     assert twins.names == ["0.weight", "0.bias", "2.weight", "2.bias"]

@@ -97,27 +97,19 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-class _Reference:
-    r"""The reference copy's weights at a record (at least float32) and :math:`|b| + \text{tiny}` (the
-    smallest normal number of the dtype: a no-op on any weight above about 1e-31, and no 0/0 where both
-    entries are 0)."""
-
-    @torch.no_grad()
-    def __init__(self, params: list[torch.Tensor]) -> None:
-        self.values = [_wide(p) for p in params]
-        self.abs = [b.abs().add_(torch.finfo(b.dtype).tiny) for b in self.values]
-
-
 def _rel_l1_sums(params: list[torch.Tensor], reference: list[torch.Tensor],
-                 reference_abs: list[torch.Tensor]) -> torch.Tensor:
-    r"""Per tensor, :math:`\sum_i |a_i - b_i| / (|a_i| + |b_i|)` (float64, on the tensors' device), with
-    ``reference_abs`` the :class:`_Reference`'s :math:`|b| + \text{tiny}`: 0 where both entries are 0, ``nan`` where
-    one is not finite. Six passes over the weights: it runs at every record."""
+                 scratch: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    r"""Per tensor, :math:`\sum_i |a_i - b_i| / (|a_i| + |b_i| + \text{tiny})` (float64, on the tensors'
+    device), with tiny the smallest normal float32 (a no-op on any weight above about 1e-31, and 0, not 0/0,
+    where both entries are 0; ``nan`` where one is not finite). It runs at every record, so it writes into
+    two buffers the size of the weights (``scratch``, kept between records: a fresh allocation of that size
+    costs more than the arithmetic) and makes seven passes over them."""
+    tiny = torch.finfo(torch.float32).tiny
     sums = []
-    for p, b, b_abs in zip(params, reference, reference_abs):
+    for p, b, (diff, den) in zip(params, reference, scratch):
         a = _wide(p)
-        den = a.abs().add_(b_abs)
-        sums.append(torch.sub(a, b).abs_().div_(den).sum())
+        torch.abs(b, out=den).add_(tiny).add_(torch.abs(a, out=diff))
+        sums.append(torch.sub(a, b, out=diff).abs_().div_(den).sum())
     return torch.stack(sums).double()
 
 
@@ -161,6 +153,7 @@ class Twins:
         self._record_steps: list[int] = []
         self._sharpness: list[torch.Tensor] = []
         self._sharpness_steps: list[int] = []
+        self._scratch: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @staticmethod
     def _optimizer(make_optimizer: Callable, model: nn.Module, k: int) -> torch.optim.Optimizer:
@@ -196,13 +189,15 @@ class Twins:
         after its step, while its weights are in cache; the losses and the per-tensor RelL1 sums."""
         losses: list[torch.Tensor] = [torch.empty(0)] * len(self.ks)
         sums: list[torch.Tensor | None] = [None] * len(self.ks)
-        reference = None
+        reference: list[torch.Tensor] = []
         for i in self._order:
             losses[i] = self._step_copy(self.models[i], self.optimizers[i], loss_fn)
-            if measure and reference is None:
-                reference = _Reference(self._params[i])
+            if measure and i == self.reference:
+                reference = [_wide(p) for p in self._params[i]]
+                if not self._scratch:
+                    self._scratch = [(torch.empty_like(b), torch.empty_like(b)) for b in reference]
             elif measure:
-                sums[i] = _rel_l1_sums(self._params[i], reference.values, reference.abs)
+                sums[i] = _rel_l1_sums(self._params[i], reference, self._scratch)
         return torch.stack(losses), sums
 
     @staticmethod
