@@ -1,4 +1,4 @@
-"""Benchmark: the one-layer CNN PDE scheme of ``pdeeos.cnnpde`` against a naive NumPy im2col loop.
+"""Benchmark: the one-layer CNN PDE scheme of ``pdeeos.pde.cnnpde`` against a naive NumPy im2col loop.
 
 The naive reference is the official script's algorithm (a Python double loop gathers every 32x32
 patch, one matrix product forward, one backward; float64), minus its input-gradient pass, which the
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from pdeeos import cnnpde
+from pdeeos.pde import cnnpde
 
 DTS = (0.01, 0.03, 0.05, 0.07, 0.09, 0.1, 0.11, 0.13)
 KS = (1, 3)
@@ -65,7 +65,7 @@ def main() -> None:
     print(f"work: {len(DTS)} step sizes x k in {KS} x {STEPS} iterations, 256x256 image, 32x32 kernel, float64")
     print(f"naive NumPy im2col: {naive_per_iteration:.3f} s per iteration "
           f"(timed on {args.naive_iterations}) -> {naive_total:.0f} s for the work")
-    print(f"pdeeos.cnnpde.simulate (FFT, {args.threads} threads): {fast_total:.1f} s")
+    print(f"pdeeos.pde.cnnpde.simulate (FFT, {args.threads} threads): {fast_total:.1f} s")
     print(f"ratio naive / pdeeos: {naive_total / fast_total:.0f}x")
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from pdeeos import eos_networks, sharpness
+from pdeeos import sharpness
+from pdeeos.pde import eos_networks
 
 
 def compare(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rtol: float) -> None:

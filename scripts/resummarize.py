@@ -3,26 +3,26 @@ ResNet comparison of chapter 8 (``local-cfl-resnet``) from their stored predicti
 
     .venv/bin/python scripts/resummarize.py
 
-No training: :func:`pdeeos.experiments.perturbed_sgd.resummarize` reads each run's ``predictions`` and
-``test_labels`` (:func:`pdeeos.experiments.local_cfl.resummarize_resnet` each method's predictions and the
-data set's labels) and :func:`pdeeos.results.replace_summary` rewrites its ``run.json``, recording the commit
+No training: :func:`pdeeos.book.experiments.perturbed_sgd.resummarize` reads each run's ``predictions`` and
+``test_labels`` (:func:`pdeeos.book.experiments.local_cfl.resummarize_resnet` each method's predictions and the
+data set's labels) and :func:`pdeeos.book.results.replace_summary` rewrites its ``run.json``, recording the commit
 that recomputed it. Run it from a clean checkout, so that commit names the code.
 """
 
 from __future__ import annotations
 
-from pdeeos import results
-from pdeeos.experiments import local_cfl, perturbed_sgd
+from pdeeos.book import experiments, results
+from pdeeos.book.experiments import local_cfl, perturbed_sgd
 
 
 def main() -> None:
     for name in perturbed_sgd.SPREAD_RUNS:
         for scale in results.stored_scales(name):
-            run = results.load_run(name, scale)
+            run = experiments.load_run(name, scale)
             results.replace_summary(run, perturbed_sgd.resummarize(run))
-            print(f"{name} ({scale}): {perturbed_sgd.verdict(results.load_run(name, scale).summary, run.arrays['rel_l1'])}")
+            print(f"{name} ({scale}): {perturbed_sgd.verdict(experiments.load_run(name, scale).summary, run.arrays['rel_l1'])}")
     for scale in results.stored_scales("local-cfl-resnet"):
-        run = results.load_run("local-cfl-resnet", scale)
+        run = experiments.load_run("local-cfl-resnet", scale)
         results.replace_summary(run, local_cfl.resummarize_resnet(run))
         print(f"local-cfl-resnet ({scale}): recomputed")
 

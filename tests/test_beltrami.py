@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdeeos import beltrami
+from pdeeos.pde import beltrami
 
 EPS, LAM = 1e-2, 5.0
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from pdeeos import cli, experiments, results
+from pdeeos.book import cli, experiments, results
 
 
 @pytest.fixture
 def stored_heat(tmp_path: Path) -> Path:
     """A results folder holding a copy of heat-cfl's stored run (at the largest scale stored)."""
-    run = results.load_run("heat-cfl")
+    run = experiments.load_run("heat-cfl")
     shutil.copytree(run.path, results.run_dir("heat-cfl", run.scale, tmp_path))
     return tmp_path
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdeeos import cnnpde
+from pdeeos.pde import cnnpde
 
 torch.set_num_threads(1)
 
@@ -230,9 +230,10 @@ def test_twins_and_tangent_agree_in_sign_at_the_official_settings():
 def test_stored_fine_grid_twins_agree_in_sign_with_the_tangent_map():
     """The stored ``cnnpde-regimes`` run: at every bounded step size of the fine grid the k = 1 / k = 3
     twins separate exactly where the tangent-map exponent is positive, and the classes follow the exponent."""
-    from pdeeos import lyapunov, results
+    from pdeeos import lyapunov
+    from pdeeos.book import experiments, results
 
-    a = results.load_run("cnnpde-regimes").arrays
+    a = experiments.load_run("cnnpde-regimes").arrays
     names = np.array([cnnpde.RUN_CLASSES[c] for c in a["fine_class"]])
     bounded = names != "blow-up"
     signs = np.array([lyapunov.twin_rate(d).sign for d in a["fine_rel_l1_k3"][bounded]])

@@ -1,10 +1,11 @@
-"""Tests of pdeeos.eos, the minimalist Edge-of-Stability example."""
+"""Tests of pdeeos.pde.eos, the minimalist Edge-of-Stability example."""
 
 import numpy as np
 import pytest
 import torch
 
-from pdeeos import eos, sharpness
+from pdeeos import sharpness
+from pdeeos.pde import eos
 
 
 def test_tied_network_gradient_is_gradient_of_minimalist_loss():

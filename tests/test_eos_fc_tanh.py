@@ -1,12 +1,12 @@
-"""Tests of the Fig. 8 experiment ``eos-fc-tanh`` and the pieces of pdeeos.eos_networks it adds."""
+"""Tests of the Fig. 8 experiment ``eos-fc-tanh`` and the pieces of pdeeos.pde.eos_networks it adds."""
 
 import numpy as np
 import pytest
 import torch
 
-from pdeeos import eos_networks as en
+from pdeeos.pde import eos_networks as en
 from pdeeos import sharpness
-from pdeeos.experiments import eos_fc_tanh, get, run_experiment
+from pdeeos.book.experiments import eos_fc_tanh, get, run_experiment
 
 
 def _tiny(n=12, d=5, classes=3):
@@ -157,7 +157,7 @@ def test_twin_copy_follows_the_k_trick(tmp_path):
 def test_eos_twins_ci_run_records_twins_and_sharpness(tmp_path):
     """The ``ci`` run of ``eos-twins``: one RelL1 per step and one sharpness per measurement for every
     task; the summary's onsets are read from those arrays."""
-    from pdeeos.experiments import eos_twins
+    from pdeeos.book.experiments import eos_twins
 
     run = run_experiment("eos-twins", "ci", device="cpu", root=tmp_path, show_progress=False)
     for key in run.summary["runs"]:
@@ -168,7 +168,7 @@ def test_eos_twins_ci_run_records_twins_and_sharpness(tmp_path):
 
 
 def test_onset_needs_the_distance_to_stay_up():
-    from pdeeos.experiments import eos_twins
+    from pdeeos.book.experiments import eos_twins
 
     rel = np.full(40, 1e-15)
     rel[10] = 1e-8                                   # a one-step spike: not an onset

@@ -1,11 +1,11 @@
-"""Tests of pdeeos.eos_networks on tiny synthetic data (no dataset needed)."""
+"""Tests of pdeeos.pde.eos_networks on tiny synthetic data (no dataset needed)."""
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from pdeeos import eos_networks as en
+from pdeeos.pde import eos_networks as en
 
 
 def _tiny_data(n=8, size=6):
@@ -68,7 +68,7 @@ def test_ci_run_scans_fig9_step_sizes_and_classes_each_run(tmp_path):
     """The ``ci`` run of ``eos-networks`` (real MNIST 0/1): the Fig. 9 scan holds one objective
     history per depth and step size, classed by ``classify``; far beyond 2/alpha the
     weight-decay modes grow and the run is a blow-up, well below it the run is not."""
-    from pdeeos.experiments import run_experiment
+    from pdeeos.book.experiments import run_experiment
 
     run = run_experiment("eos-networks", "ci", device="cpu", root=tmp_path, show_progress=False)
     etas, loss, cls = (run.arrays[k] for k in ("fig9_scan_etas", "fig9_scan_loss", "fig9_scan_class"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib as mpl
 import pytest
 
-from pdeeos import style
+from pdeeos.book import style
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_LEGEND_PT = 8.0
@@ -49,7 +49,7 @@ def test_the_style_sets_legends_of_at_least_8_pt():
     style.use()
     size = mpl.rcParams["legend.fontsize"]
     points = size if isinstance(size, (int, float)) else mpl.font_manager.FontProperties(size=size).get_size_in_points()
-    assert points >= MIN_LEGEND_PT, f"pdeeos.style sets legends of {points} pt"
+    assert points >= MIN_LEGEND_PT, f"pdeeos.book.style sets legends of {points} pt"
 
 
 def test_the_check_finds_small_legends():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdeeos import experiments
+from pdeeos.book import experiments
 
 GPU_EXPERIMENTS = sorted(name for name, exp in experiments.registry().items()
                          if name.startswith("perturbed-sgd") and "gpu" in exp.configs)

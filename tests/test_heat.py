@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pdeeos import heat
+from pdeeos.pde import heat
 
 
 def test_cfl_limit_is_dx_squared_over_two_kappa():

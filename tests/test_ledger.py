@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pdeeos import bookgen, ledger, results
-from pdeeos.experiments import registry
+from pdeeos.book import bookgen, experiments, ledger, results
+from pdeeos.book.experiments import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 LISTED = {name for claim in ledger.CLAIMS for name in claim.experiments}
@@ -16,7 +16,7 @@ LISTED = {name for claim in ledger.CLAIMS for name in claim.experiments}
 
 def test_every_experiment_is_in_the_ledger():
     missing = set(registry()) - LISTED - {"beltrami-benchmark"}   # a timing, reported on the Reproduce page
-    assert not missing, f"experiments with no row in pdeeos.ledger.CLAIMS: {sorted(missing)}"
+    assert not missing, f"experiments with no row in pdeeos.book.ledger.CLAIMS: {sorted(missing)}"
 
 
 def test_the_ledger_names_only_real_experiments():
@@ -56,7 +56,7 @@ def test_without_stored_runs_nothing_is_claimed(tmp_path):
 
 
 def _copy_run(name: str, root: Path) -> Path:
-    source = results.load_run(name)
+    source = experiments.load_run(name)
     target = results.run_dir(name, source.scale, root)
     shutil.copytree(source.path, target)
     return target
@@ -67,7 +67,7 @@ def test_a_verdict_follows_the_numbers(tmp_path):
     _copy_run("heat-cfl", tmp_path)
     row = next(r for r in ledger.rows(tmp_path) if r.claim.item == "Fig. 1")
     assert row.verdict == "reproduced"
-    run = results.load_run("heat-cfl", root=tmp_path)
+    run = experiments.load_run("heat-cfl", root=tmp_path)
     arrays = dict(run.arrays, critical_r=run.arrays["critical_r"] + 0.05)
     results.save_run(run.path, experiment=run.experiment, config=run.config, arrays=arrays,
                      summary=run.summary, provenance=run.provenance)
@@ -95,7 +95,7 @@ def test_frozen_g_is_exact_where_g_cannot_depend_on_the_kernel():
     input through the Swish."""
     import torch
 
-    from pdeeos.experiments import appf_layers
+    from pdeeos.book.experiments import appf_layers
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 1, 8, 8, generator=gen, dtype=torch.float64)
@@ -107,13 +107,13 @@ def test_frozen_g_is_exact_where_g_cannot_depend_on_the_kernel():
 
 
 def test_app_b_odd_part():
-    from pdeeos.experiments.app_b import odd_part
+    from pdeeos.book.experiments.app_b import odd_part
 
     assert [odd_part(k) for k in (1, 2, 4, 8, 3, 6, 12, 5, 10, 7)] == [1, 1, 1, 1, 3, 3, 3, 5, 5, 7]
 
 
 def test_layer_onsets():
-    from pdeeos.experiments.perturbed_sgd import layer_onsets
+    from pdeeos.book.experiments.perturbed_sgd import layer_onsets
 
     rel = np.zeros((2, 4, 2, 3))                  # seeds × epochs × ks × layers
     rel[:, 1:, 1, 0] = 1.0                        # layer 0 from epoch 1

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from pdeeos import experiments, sharpness
-from pdeeos.experiments import local_cfl
+from pdeeos import sharpness
+from pdeeos.book import experiments
+from pdeeos.book.experiments import local_cfl
 from pdeeos.optim import LocalCFL, stable_step
 
 
@@ -307,11 +308,11 @@ def test_full_batch_twins_resume_bit_exactly_from_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("name", ["local-cfl-pde", "local-cfl-tanh"])
 def test_stored_full_batch_summaries_follow_from_their_arrays(name):
     """Every number the chapter and the ledger read is recomputed from the stored curves."""
-    from pdeeos import results
+    from pdeeos.book import results
 
     if not results.stored_scales(name):
         pytest.skip(f"{name} is not stored")
-    run = results.load_run(name)
+    run = experiments.load_run(name)
     keys = list(run.summary["runs"])
     outs = {key: {field[len(key) + 1:]: run.arrays[field] for field in run.arrays if field.startswith(key + "_")}
             for key in keys}
@@ -321,7 +322,7 @@ def test_stored_full_batch_summaries_follow_from_their_arrays(name):
 
 
 def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(tmp_path):
-    from pdeeos import ledger
+    from pdeeos.book import ledger
 
     tanh = experiments.run_experiment("local-cfl-tanh", "ci", device="cpu", root=tmp_path, show_progress=False)
     resnet = experiments.run_experiment("local-cfl-resnet", "ci", device="cpu", root=tmp_path, show_progress=False)
@@ -379,7 +380,7 @@ def test_sharpness_probe_follows_the_resnet_runs_sgd_trajectory_and_resumes(tmp_
     assert run["max_fraction_of_edge"] == pytest.approx(0.1 * lam.max() / edge)
     largest = max(per_batch.max(), -lowest.min())
     assert run["capped"] == (0.1 * largest / edge > probe.summary["safety"])
-    from pdeeos import ledger
+    from pdeeos.book import ledger
     row, = (r for r in ledger.rows(tmp_path, chapter="08-local-cfl") if r.claim.item == "Local CFL: ResNets")
     assert row.verdict in set(ledger.VERDICTS) - {"not yet run"} and "Nesterov's edge" in row.ours
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pdeeos import lyapunov, results, spread
-from pdeeos.experiments import RunContext, get, run_experiment
-from pdeeos.experiments import own_network as on
+from pdeeos import checkpoints, lyapunov, spread
+from pdeeos.book import experiments
+from pdeeos.book.experiments import RunContext, get, run_experiment
+from pdeeos.book.experiments import own_network as on
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +49,7 @@ def test_the_ci_run_stores_every_network_and_optimizer(ci_run):
             assert d.shape == (steps, len(CI["ks"])) and not d[:, 0].any()     # the reference's own column
             assert a[f"{key}_seed{seed}_predictions"].shape == (len(CI["ks"]), CI["test_images"])
         assert r["edge"] == (pytest.approx(2 * (1 + CI["momentum"])) if "_sgd" in key else None)
-    assert results.load_run("own-network", "ci", root=root).summary == s
+    assert experiments.load_run("own-network", "ci", root=root).summary == s
 
 
 def test_the_summary_is_what_the_public_tools_give(ci_run):
@@ -88,7 +89,7 @@ def test_a_resumed_task_is_bit_identical_to_an_uninterrupted_one(tmp_path, model
 
     with pytest.raises(_Interrupted):           # stops after its first epoch, its checkpoint written
         on.train_task(_task(model, "adamw", checkpoint=checkpoint), stop)
-    assert results.load_checkpoint(checkpoint)["epochs"] == 1
+    assert checkpoints.load_checkpoint(checkpoint)["epochs"] == 1
     resumed = on.train_task(_task(model, "adamw", checkpoint=checkpoint), lambda: None)
     assert _equal(resumed, whole)
     assert not _equal(on.train_task(_task(model, "adamw", seed=1), lambda: None), whole)  # the check can fail
@@ -135,7 +136,7 @@ def test_the_book_config_is_the_chapter_protocol():
 
 def test_the_stored_book_run_is_recomputable_from_its_arrays():
     try:
-        run = results.load_run("own-network", "book")
+        run = experiments.load_run("own-network", "book")
     except FileNotFoundError:
         pytest.skip("own-network has no stored book run")
     a, steps, cfg = run.arrays, run.arrays["steps"], run.config
@@ -171,7 +172,7 @@ def _k3(bursts: int, records: int = 5) -> dict:
 
 @pytest.mark.parametrize("bursts, verdict", [([5, 3], "reproduced"), ([5, 2], "partly"), ([0, 2], "not reproduced")])
 def test_the_amplification_rule(bursts, verdict):
-    from pdeeos import ledger
+    from pdeeos.book import ledger
     ours, found = ledger._own_amplified(_summary([_k3(b) for b in bursts]))
     assert found == verdict and f"amplified: {sum(2 * b >= 5 for b in bursts)} of {len(bursts)}" in ours
 
@@ -188,5 +189,5 @@ def _churn(ratio: float | None, ci: list[float] | None, over_k: float = 1.0) -> 
     ([_churn(0.5, [0.05, 0.9]), _churn(0.0, None, over_k=0.0)], "inconclusive"),
 ])
 def test_the_churn_rule(rows, verdict):
-    from pdeeos import ledger
+    from pdeeos.book import ledger
     assert ledger._own_churn(_summary(rows))[1] == verdict

@@ -5,10 +5,10 @@ arrays (that it matches its experiment's config is checked for every experiment 
 import numpy as np
 import pytest
 
-from pdeeos import results
-from pdeeos.experiments import get, perturbed_sgd
+from pdeeos.book import experiments, results
+from pdeeos.book.experiments import get, perturbed_sgd
 from pdeeos import spread
-from pdeeos.experiments.perturbed_sgd import CONFIGS, VARIANTS
+from pdeeos.book.experiments.perturbed_sgd import CONFIGS, VARIANTS
 
 NAMES = ["perturbed-sgd", *(f"perturbed-sgd-{key}" for key in VARIANTS)]
 SIZE_KEYS = {"train_limit", "test_limit", "ks", "seeds", "epochs", "milestones", "last",
@@ -42,7 +42,7 @@ def test_stored_runs_match_their_experiment(name):
     if not scales:
         pytest.skip(f"no stored run of {name}")
     for scale in scales:
-        run = results.load_run(name, scale)
+        run = experiments.load_run(name, scale)
         cfg = get(name).configs[scale]
         a = run.arrays
         n_seeds, n_epochs, n_ks = len(cfg["seeds"]), cfg["epochs"], len(cfg["ks"])
@@ -170,12 +170,12 @@ def test_resummarize_recomputes_from_the_predictions_and_records_the_commit(tmp_
 
     src = results.run_dir("perturbed-sgd-float64", "book")
     shutil.copytree(src, tmp_path / "perturbed-sgd-float64" / "book")
-    run = results.load_run("perturbed-sgd-float64", "book", root=tmp_path)
+    run = experiments.load_run("perturbed-sgd-float64", "book", root=tmp_path)
     damaged = dict(run.summary, churn_ratio=0.5)
     results.replace_summary(run, damaged)
-    assert results.load_run("perturbed-sgd-float64", "book", root=tmp_path).summary["churn_ratio"] == 0.5
+    assert experiments.load_run("perturbed-sgd-float64", "book", root=tmp_path).summary["churn_ratio"] == 0.5
     results.replace_summary(run, perturbed_sgd.resummarize(run))
-    again = results.load_run("perturbed-sgd-float64", "book", root=tmp_path)
+    again = experiments.load_run("perturbed-sgd-float64", "book", root=tmp_path)
     assert again.summary["churn_ratio"] == 0.0 and again.summary["churn_ratio_seed_ci"] is None
     assert again.provenance["summary_recomputed"]["git_commit"] == results.git_commit()
     assert again.provenance["git_commit"] == run.provenance["git_commit"]      # the run's own commit stays

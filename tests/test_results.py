@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pdeeos import cli, config, experiments, results
+from pdeeos import checkpoints
+from pdeeos.book import cli, config, experiments, results
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_save_and_load_round_trip_with_provenance(root):
         assert prov[key] not in ("", None)
     results.save_run(results.run_dir("demo", "ci"), experiment="demo", config={"n": 3},
                      arrays={"x": np.arange(3.0)}, summary={"mean": np.float64(1.0)}, provenance=prov)
-    run = results.load_run("demo")
+    run = experiments.load_run("demo")
     assert run.scale == "ci" and run.config == {"n": 3} and run.summary == {"mean": 1.0}
     np.testing.assert_array_equal(run.arrays["x"], np.arange(3.0))
     assert "demo at scale 'ci'" in run.describe()
@@ -52,11 +53,11 @@ def test_load_run_prefers_the_largest_scale_and_ignores_incomplete_runs(root):
     (results.run_dir("demo", "paper") / "data.npz").parent.mkdir(parents=True)
     (results.run_dir("demo", "paper") / "data.npz").write_bytes(b"partial")  # no run.json: incomplete
     assert results.stored_scales("demo") == ["ci", "book"]
-    assert results.load_run("demo").scale == "book"
+    assert experiments.load_run("demo").scale == "book"
     with pytest.raises(FileNotFoundError, match="stored at ci, book .*no experiment is called 'demo'"):
-        results.load_run("demo", "paper")
+        experiments.load_run("demo", "paper")
     with pytest.raises(FileNotFoundError, match="no experiment is called 'other'") as missing:
-        results.load_run("other")
+        experiments.load_run("other")
     assert "pdeeos run" not in str(missing.value)   # no command that would fail
 
 
@@ -68,7 +69,7 @@ def test_stored_files_get_the_users_umask(root, umask, mode):
         prov = results.provenance(scale="ci", device="cpu", dtype="float64", wall_time_s=0)
         directory = results.save_run(results.run_dir("demo", "ci"), experiment="demo", config={},
                                      arrays={"x": np.zeros(1)}, summary={}, provenance=prov)
-        results.save_checkpoint(directory / "checkpoints" / "state.pt", {"step": 1})
+        checkpoints.save_checkpoint(directory / "checkpoints" / "state.pt", {"step": 1})
     finally:
         os.umask(before)
     for path in (directory / "run.json", directory / "data.npz", directory / "checkpoints" / "state.pt"):
@@ -77,17 +78,17 @@ def test_stored_files_get_the_users_umask(root, umask, mode):
 
 def test_atomic_write_leaves_no_temporary_files(root):
     target = root / "a" / "file.bin"
-    results.atomic_write_bytes(target, b"one")
-    results.atomic_write_bytes(target, b"two")
+    checkpoints.atomic_write_bytes(target, b"one")
+    checkpoints.atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
 
 
 def test_checkpoint_round_trip(root):
     path = root / "ckpt" / "state.pt"
-    assert results.load_checkpoint(path) is None
-    results.save_checkpoint(path, {"step": 7, "x": np.ones(2)})
-    state = results.load_checkpoint(path)
+    assert checkpoints.load_checkpoint(path) is None
+    checkpoints.save_checkpoint(path, {"step": 7, "x": np.ones(2)})
+    state = checkpoints.load_checkpoint(path)
     assert state["step"] == 7
 
 
@@ -145,7 +146,7 @@ def test_stored_runs_match_the_config_their_experiment_has_now(name):
     """A stored run made with another config than its experiment now has would be shown as this one."""
     exp = experiments.registry()[name]
     for scale in results.stored_scales(name):
-        stored = results.load_run(name, scale).config
+        stored = experiments.load_run(name, scale).config
         assert stored == json.loads(json.dumps(exp.configs[scale])), (
             f"{name} ({scale}) was stored with another config: re-run it")
 
@@ -194,10 +195,10 @@ def test_a_device_that_does_not_exist_fails_before_any_work(never_runs, tmp_path
 
 
 def _stored_heat(root: Path) -> results.StoredRun:
-    run = results.load_run("heat-cfl")
+    run = experiments.load_run("heat-cfl")
     target = results.run_dir("heat-cfl", run.scale, root)
     shutil.copytree(run.path, target)
-    return results.load_run("heat-cfl", root=root)
+    return experiments.load_run("heat-cfl", root=root)
 
 
 @pytest.mark.parametrize("damaged", ["run.json", "data.npz"])
@@ -206,7 +207,7 @@ def test_a_truncated_stored_run_is_a_clear_error(tmp_path, damaged, capsys):
     path = run.path / damaged
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=f"stored run {path} is damaged"):
-        results.load_run("heat-cfl", root=tmp_path)
+        experiments.load_run("heat-cfl", root=tmp_path)
     assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
     assert "is damaged" in capsys.readouterr().err
 
@@ -216,13 +217,13 @@ def test_a_stored_run_with_another_config_or_wrong_arrays_is_refused(tmp_path):
     results.save_run(run.path, experiment=run.experiment, config=dict(run.config, steps=1),
                      arrays=run.arrays, summary=run.summary, provenance=run.provenance)
     with pytest.raises(ValueError, match="was made with another config .* \\(differs in steps\\)"):
-        results.load_run("heat-cfl", root=tmp_path)
+        experiments.load_run("heat-cfl", root=tmp_path)
     cfg = experiments.get("perturbed-sgd").config("ci")
     arrays = {"test_acc": np.zeros((1, cfg["epochs"], len(cfg["ks"])))}
     results.save_run(results.run_dir("perturbed-sgd", "ci", tmp_path), experiment="perturbed-sgd",
                      config=cfg, arrays=arrays, summary={}, provenance=run.provenance)
     with pytest.raises(ValueError, match="array 'test_acc' has shape \\(1, 3, 3\\), its config gives \\(2, 3, 3\\)"):
-        results.load_run("perturbed-sgd", root=tmp_path)
+        experiments.load_run("perturbed-sgd", root=tmp_path)
 
 
 @pytest.mark.parametrize("device", ["meta", "cpu:1"])
@@ -237,7 +238,7 @@ def test_a_stored_run_with_malformed_records_is_a_clear_error(tmp_path, change, 
     record = json.loads((run.path / "run.json").read_text()) | change
     (run.path / "run.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="is damaged"):
-        results.load_run("heat-cfl", root=tmp_path)
+        experiments.load_run("heat-cfl", root=tmp_path)
     assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
     assert "is damaged" in capsys.readouterr().err
 
@@ -258,7 +259,7 @@ def test_a_provenance_field_of_the_wrong_type_is_one_line_naming_the_file(tmp_pa
     path.write_text(json.dumps(record))
     remake = f"re-make it with: python -m pdeeos run heat-cfl --scale {run.scale} --results {tmp_path}"
     with pytest.raises(ValueError) as err:
-        results.load_run("heat-cfl", root=tmp_path)
+        experiments.load_run("heat-cfl", root=tmp_path)
     assert str(err.value) == f"stored run {path} is damaged ({problem}); {remake}"
     assert cli.main(["show", "heat-cfl", "--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {err.value}\n"
@@ -272,7 +273,7 @@ def _truncated(path: Path) -> None:
     if path.suffix == ".npz":
         np.savez(path, x=np.arange(1000.0))
     else:
-        results.save_checkpoint(path, {"x": torch.arange(1000.0)})
+        checkpoints.save_checkpoint(path, {"x": torch.arange(1000.0)})
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
@@ -298,13 +299,13 @@ def test_load_checkpoint_refuses_a_file_that_holds_no_dict(tmp_path):
     path = tmp_path / "state.pt"
     torch.save([1, 2], path)
     with pytest.raises(ValueError, match=f"checkpoint {path} is damaged \\(it holds a list, not a dict\\)"):
-        results.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
 
 
 def _damage_then_load(path: str, tick):
     """A task whose checkpoint is damaged while the run goes on (after the up-front check)."""
     _garbage(Path(path))
-    return results.load_checkpoint(Path(path))
+    return checkpoints.load_checkpoint(Path(path))
 
 
 def test_a_damaged_checkpoint_met_in_a_worker_process_reaches_the_cli_as_one_line(never_runs, tmp_path,

@@ -1,10 +1,10 @@
-"""pdeeos.style's table formatting: a number is never broken across lines in a rendered table."""
+"""pdeeos.book.style's table formatting: a number is never broken across lines in a rendered table."""
 
 import math
 
 import pandas as pd
 
-from pdeeos import style
+from pdeeos.book import style
 
 
 def test_exponents_get_a_minus_sign_and_other_values_stay():

@@ -1,11 +1,11 @@
-"""Tests of pdeeos.symbolic: the derived formulas against SymPy, torch autograd and direct numerics."""
+"""Tests of pdeeos.pde.symbolic: the derived formulas against SymPy, torch autograd and direct numerics."""
 
 import numpy as np
 import pytest
 import sympy as sp
 import torch
 
-from pdeeos import symbolic as S
+from pdeeos.pde import symbolic as S
 
 
 def test_swish_derivatives_at_zero():

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pdeeos import Twins, models
-from pdeeos.experiments.perturbed_sgd import final_accuracy, schedule
+from pdeeos.book.experiments.perturbed_sgd import final_accuracy, schedule
 from pdeeos.training import LockstepTrainer, Split, TrainConfig, gradient_fluctuation, identical
 
 
@@ -154,7 +154,7 @@ def test_predictions_and_movement_are_recorded() -> None:
 
 
 def test_book_protocol_keeps_the_large_learning_rate_phase() -> None:
-    from pdeeos.experiments import registry
+    from pdeeos.book.experiments import registry
 
     for name, exp in registry().items():
         if not name.startswith("perturbed-sgd") or name.endswith("constant-lr"):
@@ -168,8 +168,8 @@ def test_book_protocol_keeps_the_large_learning_rate_phase() -> None:
 
 
 def test_every_experiment_config_makes_a_valid_protocol() -> None:
-    from pdeeos.experiments import registry
-    from pdeeos.experiments.perturbed_sgd import TRAIN_IMAGES, resolve, train_config
+    from pdeeos.book.experiments import registry
+    from pdeeos.book.experiments.perturbed_sgd import TRAIN_IMAGES, resolve, train_config
 
     variants = [e for name, e in registry().items()
                 if name.startswith("perturbed-sgd") and not name.endswith(("constant-lr", "-long"))]
@@ -190,8 +190,8 @@ def test_scales_named_after_the_paper_keep_its_steps_at_the_large_lr(scale: str)
     """Whatever the data set's size (the offline CIFAR-10 subset, the full one), a gpu or paper run trains
     the paper's 40 epochs of its full data set at the large lr: 15,640 steps on CIFAR-10, 18,760 on
     Fashion-MNIST; the epochs follow."""
-    from pdeeos.experiments import registry
-    from pdeeos.experiments.perturbed_sgd import TRAIN_IMAGES, schedule
+    from pdeeos.book.experiments import registry
+    from pdeeos.book.experiments.perturbed_sgd import TRAIN_IMAGES, schedule
 
     paper_steps = {"cifar10": 15_640, "fashion_mnist": 18_760}
     named = [e for name, e in registry().items() if name.startswith("perturbed-sgd") and scale in e.configs]
@@ -211,8 +211,8 @@ def test_scales_named_after_the_paper_keep_its_steps_at_the_large_lr(scale: str)
 
 
 def test_the_long_swish_run_keeps_the_paper_steps_and_records_predictions_along() -> None:
-    from pdeeos.experiments import get
-    from pdeeos.experiments.perturbed_sgd import TRAIN_IMAGES, resolve, schedule
+    from pdeeos.book.experiments import get
+    from pdeeos.book.experiments.perturbed_sgd import TRAIN_IMAGES, resolve, schedule
 
     cfg = get("perturbed-sgd-swish-long").config("book")
     assert schedule(cfg, TRAIN_IMAGES["cifar10"])[0] == (0.1, 15_640)
@@ -222,7 +222,7 @@ def test_the_long_swish_run_keeps_the_paper_steps_and_records_predictions_along(
 
 
 def test_lr_threshold_outcome_says_whether_the_runs_bracket_the_threshold() -> None:
-    from pdeeos.experiments import lr_threshold
+    from pdeeos.book.experiments import lr_threshold
 
     lrs = [0.05, 0.025, 0.0125]
     def summary(amplified, threshold):
@@ -237,7 +237,7 @@ def test_lr_threshold_outcome_says_whether_the_runs_bracket_the_threshold() -> N
 
 
 def test_lr_threshold_keeps_lr_times_steps_and_probes_sharpness_on_a_copy() -> None:
-    from pdeeos.experiments import lr_threshold
+    from pdeeos.book.experiments import lr_threshold
     from pdeeos.training import Split
 
     cfg = lr_threshold.CONFIGS["book"]
@@ -265,7 +265,7 @@ def test_uncapped_local_cfl_trains_like_sgd_and_global_cfl_caps_a_large_rate() -
 
 
 def test_lr_threshold_persistent_rel_l1_ignores_a_one_epoch_spike() -> None:
-    from pdeeos.experiments import lr_threshold
+    from pdeeos.book.experiments import lr_threshold
 
     quiet = np.full(40, 1e-6)
     quiet[20] = 5e-5   # one weight passing near zero for an epoch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import io
 import re
@@ -257,11 +258,38 @@ def test_twins_on_cuda() -> None:
 
 def test_package_exports_twins_and_names_every_public_module() -> None:
     assert pdeeos.Twins is Twins
-    files = {p.stem for p in (ROOT / "src" / "pdeeos").glob("*.py")} - {"__init__", "__main__"}
-    assert files | {"experiments"} == set(pdeeos.MODULES)
-    for name in set(pdeeos.MODULES) - {"results", "ledger", "bookgen", "cli"}:    # the apparatus: not yet
-        module = getattr(pdeeos, name)
-        assert all(hasattr(module, item) for item in module.__all__), name
+    for package, folder in ((pdeeos, ROOT / "src" / "pdeeos"), (pdeeos.pde, ROOT / "src" / "pdeeos" / "pde"),
+                            (pdeeos.book, ROOT / "src" / "pdeeos" / "book")):
+        files = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__"}
+        subpackages = {p.parent.name for p in folder.glob("*/__init__.py")}
+        assert files | subpackages == set(package.MODULES), package.__name__
+        for name in package.MODULES:
+            module = getattr(package, name)
+            assert all(hasattr(module, item) for item in module.__all__), module.__name__
+
+
+def _imports(path: Path) -> set[str]:
+    """Every pdeeos module a source file imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pdeeos"):
+            found |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("pdeeos")}
+    return found
+
+
+def test_the_layout_separates_the_readers_tools_the_pde_models_and_the_book() -> None:
+    """The reader's tools import neither pdeeos.pde nor pdeeos.book; the PDE models do not import the book;
+    the stored-run files (results) do not import the experiment registry that loads them (no circle)."""
+    src = ROOT / "src" / "pdeeos"
+    for path in src.glob("*.py"):
+        if path.stem not in ("__init__", "__main__"):
+            assert not {m for m in _imports(path) if m.startswith(("pdeeos.pde", "pdeeos.book"))}, path.name
+    for path in (src / "pde").glob("*.py"):
+        assert not {m for m in _imports(path) if m.startswith("pdeeos.book")}, path.name
+    for name in ("results", "config"):
+        assert not {m for m in _imports(src / "book" / f"{name}.py") if "experiments" in m}, name
 
 
 def _readme_example() -> str:

@@ -1,9 +1,9 @@
-"""Tests of pdeeos.vonneumann: exact bounds against direct linear algebra and against running the schemes."""
+"""Tests of pdeeos.pde.vonneumann: exact bounds against direct linear algebra and against running the schemes."""
 
 import numpy as np
 import pytest
 
-from pdeeos import symbolic, vonneumann as V
+from pdeeos.pde import symbolic, vonneumann as V
 
 
 def checkerboard(n):

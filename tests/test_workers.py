@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pdeeos import experiments
+from pdeeos.book import experiments
 
 
 def test_one_and_two_workers_store_bit_identical_arrays(tmp_path: Path) -> None:

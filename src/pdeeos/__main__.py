@@ -1,5 +1,5 @@
-"""``python -m pdeeos``: see :mod:`pdeeos.cli`."""
+"""``python -m pdeeos``: see :mod:`pdeeos.book.cli`."""
 
-from pdeeos.cli import main
+from pdeeos.book.cli import main
 
 raise SystemExit(main())

@@ -22,7 +22,7 @@ with intervals and tests them against each other:
   handful of seeds it has little power, and not rejecting is no evidence of no seed effect.
 
 Everything here is a number with its interval; the words that turn them into a verdict are the book's
-(:mod:`pdeeos.experiments.perturbed_sgd`). A statistic that is undefined on the data (a variance of
+(:mod:`pdeeos.book.experiments.perturbed_sgd`). A statistic that is undefined on the data (a variance of
 one distinct value, an F ratio over a zero residual) is ``None``, never a number.
 """
 

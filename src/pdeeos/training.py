@@ -27,7 +27,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from pdeeos import data, results
+from pdeeos import checkpoints, data
 from pdeeos.metrics import rel_l1
 from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD
 from pdeeos.twins import Twins, check_ks
@@ -286,13 +286,13 @@ class LockstepTrainer:
               progress: Callable[..., Any] | None = None) -> History:
         """Train until ``epochs`` (default: the config's), resuming from and writing ``checkpoint``."""
         epochs = self.config.epochs if epochs is None else epochs
-        if checkpoint is not None and (state := results.load_checkpoint(checkpoint)) is not None:
+        if checkpoint is not None and (state := checkpoints.load_checkpoint(checkpoint)) is not None:
             self.load_state_dict(state)
         todo = range(self.epoch, epochs)
         for _ in progress(todo) if progress is not None else todo:
             self.run_epoch()
             if checkpoint is not None:
-                results.save_checkpoint(checkpoint, self.state_dict())
+                checkpoints.save_checkpoint(checkpoint, self.state_dict())
         return self.history
 
 

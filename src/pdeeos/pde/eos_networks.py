@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdeeos import cnnpde, data, results, sharpness
+from pdeeos import checkpoints, data, sharpness
+from pdeeos.pde import cnnpde
 from pdeeos.metrics import rel_l1
 
 __all__ = ["RUN_CLASSES", "ConvChain", "History", "TanhMLP", "cifar_subset", "classify", "conv3x3",
@@ -35,7 +36,7 @@ __all__ = ["RUN_CLASSES", "ConvChain", "History", "TanhMLP", "cifar_subset", "cl
 
 RUN_CLASSES: tuple[str, ...] = ("stable", "restrained", "blow-up")
 """The behaviours :func:`classify` tells apart, in the order of its codes. Unlike
-:data:`pdeeos.cnnpde.RUN_CLASSES`, restrained runs are not split into periodic and chaotic: that takes a
+:data:`pdeeos.pde.cnnpde.RUN_CLASSES`, restrained runs are not split into periodic and chaotic: that takes a
 Lyapunov exponent or twins, which these short scans do not measure."""
 
 
@@ -169,7 +170,7 @@ def train_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float, 
     settings = {"eta": eta, "steps": steps, "alpha": alpha, "sharpness_every": sharpness_every, "n": len(x),
                 "twin_k": twin_k}
     losses, where, sharp, rel, start = [], [], [], [], 0
-    if checkpoint is not None and (state := results.load_checkpoint(checkpoint)) is not None:
+    if checkpoint is not None and (state := checkpoints.load_checkpoint(checkpoint)) is not None:
         if state["settings"] != settings:
             raise ValueError(f"checkpoint {checkpoint} was written with {state['settings']}, not {settings}")
         for (m, _), weights in zip(models, state["models"]):
@@ -177,7 +178,7 @@ def train_gd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eta: float, 
         losses, where, sharp, rel, start = state["loss"], state["where"], state["sharp"], state["rel"], state["t"]
     for t in (progress or iter)(range(start, steps + 1)):
         if checkpoint is not None and checkpoint_every and t > start and t % checkpoint_every == 0:
-            results.save_checkpoint(checkpoint, {"settings": settings, "models": [m.state_dict() for m, _ in models],
+            checkpoints.save_checkpoint(checkpoint, {"settings": settings, "models": [m.state_dict() for m, _ in models],
                                                  "t": t, "loss": losses, "where": where, "sharp": sharp, "rel": rel})
         loss = task_loss(model, x, y)
         with torch.no_grad():
@@ -232,7 +233,7 @@ def classify(loss: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     * stable: otherwise, if the second half never rises by more than ``rtol`` (as :func:`is_stable`);
     * restrained: below the start at the end, but rising somewhere in the second half.
 
-    Unlike :func:`pdeeos.cnnpde.classify`, a run that is still creeping down counts as stable (these
+    Unlike :func:`pdeeos.pde.cnnpde.classify`, a run that is still creeping down counts as stable (these
     short runs need not have settled), and a bounded run that makes no progress counts as blow-up."""
     loss = np.asarray(loss, dtype=float)
     if loss.ndim < 1 or loss.shape[-1] < 3:

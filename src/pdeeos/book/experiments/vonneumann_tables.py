@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pdeeos import cnnpde, symbolic, vonneumann
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import cnnpde, symbolic, vonneumann
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 
 def _measure(gram: np.ndarray, cfg: dict, steps: int, momentum: float | None) -> tuple[float, float]:

@@ -7,11 +7,11 @@ Linearised around :math:`K = 0` (Thm 5.2), gradient descent on the one-layer CNN
 with :math:`G K = \sum_x \langle K, p_x\rangle p_x` summed over the image patches :math:`p_x` the kernel
 sees, :math:`c = 1` for the paper's sum pooling and :math:`1/M^2` for average pooling. ``G`` is the Gram
 matrix :math:`P^\top P` of the patch matrix; each eigenvalue :math:`\lambda` of :math:`cG` is a mode with
-amplifier :math:`A = 1 - \Delta t(\alpha + \tfrac12 a\beta\lambda)` (:func:`pdeeos.symbolic.amplifier`).
+amplifier :math:`A = 1 - \Delta t(\alpha + \tfrac12 a\beta\lambda)` (:func:`pdeeos.pde.symbolic.amplifier`).
 Without a window (periodic, kernel as large as the image) the modes are Fourier modes and
 :math:`\lambda = |\hat I(\omega)|^2`. Nesterov's scheme (Thm D.1) is stable on a mode iff
 :math:`0 < z < z_{\max}` with :math:`z = \alpha + \tfrac12 a\beta\lambda`
-(:func:`pdeeos.symbolic.nesterov_z_max`). All bounds come from the formulas of :mod:`pdeeos.symbolic`;
+(:func:`pdeeos.pde.symbolic.nesterov_z_max`). All bounds come from the formulas of :mod:`pdeeos.pde.symbolic`;
 :func:`growth_factor` and :func:`measure_bound` measure them instead by running the schemes.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pdeeos import symbolic
+from pdeeos.pde import symbolic
 
 __all__ = [
     "gd_alpha_bounds",

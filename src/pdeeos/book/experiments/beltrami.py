@@ -1,6 +1,6 @@
 """``beltrami``: restrained instability of gradient descent on the Beltrami energy of a noisy photograph.
 
-Two batched runs of :func:`pdeeos.beltrami.simulate` on scikit-image's ``camera`` image with noise,
+Two batched runs of :func:`pdeeos.pde.beltrami.simulate` on scikit-image's ``camera`` image with noise,
 float32: the paper's Fig. 2 step sizes (multiples of the strict bound) with their ``k = 3`` twins,
 recording energy, violated fraction, oscillation and twin RelL1, with snapshots of the state and the
 violation map; and a finer sweep of multiples, classified into regimes.
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from pdeeos import beltrami
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import beltrami
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 
 def run(ctx: RunContext) -> RunOutput:

@@ -1,10 +1,10 @@
 """``eos-fc-tanh``: the paper's Fig. 8 -- fully connected tanh networks on the CIFAR-10 subset.
 
-Width-200 tanh networks with 2 and with 4 hidden layers (:class:`pdeeos.eos_networks.TanhMLP`, PyTorch's
+Width-200 tanh networks with 2 and with 4 hidden layers (:class:`pdeeos.pde.eos_networks.TanhMLP`, PyTorch's
 default initialisation, float64) trained by full-batch gradient descent on the mean cross-entropy, with
 no weight decay, at one step size :math:`\\eta`. The run stores the loss after every step and the
 sharpness (Lanczos on the full batch) every ``sharpness_every`` steps, and summarises each depth: final
-loss, the sharpness relative to :math:`2/\\eta`, and the loss spikes (:func:`pdeeos.eos_networks.loss_spikes`).
+loss, the sharpness relative to :math:`2/\\eta`, and the loss spikes (:func:`pdeeos.pde.eos_networks.loss_spikes`).
 
 The step size is :math:`\\eta = 2/30`: the paper replicates Cohen et al.'s cross-entropy experiment, but
 its value of :math:`\\eta` was lost in the text extraction and we could not confirm Cohen et al.'s value
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdeeos import eos_networks as en
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import eos_networks as en
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 ETA = 2 / 30
 """The step size of every scale (see the module docstring)."""

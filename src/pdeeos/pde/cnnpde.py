@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pdeeos import lyapunov as _lyapunov
-from pdeeos import symbolic
+from pdeeos.pde import symbolic
 from pdeeos.metrics import rel_l1
 
 __all__ = [
@@ -86,7 +86,7 @@ def official_kernel(w: int = 32, seed: int = 7) -> torch.Tensor:
 
 
 def swish(x: torch.Tensor, beta: float) -> torch.Tensor:
-    r"""Swish :math:`r(x) = x\, s(\beta x)`, from :func:`pdeeos.symbolic.swish_sigmoid_form`."""
+    r"""Swish :math:`r(x) = x\, s(\beta x)`, from :func:`pdeeos.pde.symbolic.swish_sigmoid_form`."""
     return symbolic.swish_sigmoid_funcs(0)(x, torch.sigmoid(beta * x), beta)
 
 
@@ -474,7 +474,7 @@ def checkerboard_counts(image_size: int = 256, w: int = 32) -> tuple[int, int]:
 
 def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
                  y: float = 1.0, image_size: int = 256, w: int = 32, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    r"""Iterate the checkerboard's scalar map :math:`u^{n+1} = F(u^n)` (:func:`pdeeos.symbolic.checkerboard_map`,
+    r"""Iterate the checkerboard's scalar map :math:`u^{n+1} = F(u^n)` (:func:`pdeeos.pde.symbolic.checkerboard_map`,
     :math:`p = w^2`) from ``u0`` for every step size at once.
 
     Returns the orbit ``(len(dts), steps + 1)`` and :math:`\log|F'(u^n)|` ``(len(dts), steps)``, whose mean
@@ -502,7 +502,7 @@ def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: 
                      y: float = 1.0, image_size: int = 256, w: int = 32) -> np.ndarray:
     r"""Exact :math:`\lambda_{\max}(\nabla^2 L)` along scalar orbits ``(len(dts), T)`` of :func:`scalar_orbit`:
     :math:`\max(\lambda(u), \alpha)` with :math:`\lambda(u) = (1 - F'(u))/\Delta t` the curvature along
-    :math:`P_0` (:func:`pdeeos.symbolic.checkerboard_map_exprs`), at every kernel with :math:`\langle K, P_0\rangle = u`."""
+    :math:`P_0` (:func:`pdeeos.pde.symbolic.checkerboard_map_exprs`), at every kernel with :math:`\langle K, P_0\rangle = u`."""
     dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True).reshape(-1, 1)
     orbit = np.asarray(orbit, dtype=np.float64)
     if orbit.ndim != 2 or orbit.shape[0] != dt_arr.shape[0]:

@@ -1,7 +1,7 @@
 """``eos-minimalist``: sharpness concentration in Zhu et al.'s minimalist example at several step sizes.
 
 Gradient descent on :math:`L(x, y) = \\tfrac14(1 - x^2y^2)^2` from a grid of starts beyond the η-EoS
-minimum (:func:`pdeeos.eos.sharpness_concentration`): the converged runs all end at one sharpness,
+minimum (:func:`pdeeos.pde.eos.sharpness_concentration`): the converged runs all end at one sharpness,
 just below :math:`2/\\eta`.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pdeeos import eos
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import eos
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 
 def run(ctx: RunContext) -> RunOutput:

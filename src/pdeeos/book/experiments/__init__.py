@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import pkgutil
 import queue
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,8 +38,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", TqdmWarning)
     from tqdm.auto import tqdm
 
-from pdeeos import results
-from pdeeos.config import SCALES, check_scale
+from pdeeos import checkpoints
+from pdeeos.book import results
+from pdeeos.book.config import SCALES, check_scale
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,7 +101,7 @@ class RunContext:
     def record_wall_time(self) -> None:
         """Save :meth:`wall_time` beside the checkpoints, if the run keeps any."""
         if self.checkpoint_dir.is_dir():
-            results.atomic_write_bytes(self.wall_file, json.dumps({"wall_time_s": self.wall_time()}).encode())
+            checkpoints.atomic_write_bytes(self.wall_file, json.dumps({"wall_time_s": self.wall_time()}).encode())
 
     def progress(self, iterable: Iterable, **kwargs: Any) -> Iterator:
         """Iterate ``iterable`` with a tqdm progress bar (silenced when ``show_progress`` is false),
@@ -296,7 +298,84 @@ def run_experiment(
             scale=scale, device=ctx.device, dtype=str(config.get("dtype", exp.dtype)), wall_time_s=wall
         ),
     )
-    return results.load_run(name, scale, root)
+    return load_run(name, scale, root)
 
 
-__all__ = ["SCALES", "Experiment", "RunContext", "RunOutput", "get", "registry", "run_experiment"]
+# ----------------------------------------------------------------------------- stored runs
+
+
+def _run_command(experiment: str, scale: str, root: Path | None) -> str:
+    """The command line that stores a run of ``experiment`` at ``scale`` under ``root``."""
+    where = "" if root is None else f" --results {shlex.quote(str(root))}"
+    return f"python -m pdeeos run {experiment} --scale {scale}{where}"
+
+
+def _no_run(experiment: str, scale: str | None, root: Path | None, available: list[str]) -> FileNotFoundError:
+    """The error for a run that is not stored, advising only a command that exists: a scale the
+    experiment has, and no ``run`` at all for a name no experiment has."""
+    known = registry()
+    where = f"under {root or results.results_root()}" if scale is None else f"at scale {scale!r} in {results.run_dir(experiment, scale, root)}"
+    message = f"no stored run of {experiment!r} {where}"
+    stored = f"; it is stored at {', '.join(available)} (choose one with --scale)" if available else ""
+    if experiment not in known:
+        return FileNotFoundError(f"{message}{stored}; no experiment is called {experiment!r}"
+                                 f"{did_you_mean(experiment, known)}")
+    scales = list(known[experiment].configs)
+    if scale is not None and scale not in scales:
+        message += f"; {experiment!r} has no {scale!r} scale (it has {', '.join(scales)})"
+        scale = None
+    if stored and scale is None:
+        return FileNotFoundError(message + stored)
+    runnable = scale or ("book" if "book" in scales else scales[0])
+    return FileNotFoundError(f"{message}; produce one with: {_run_command(experiment, runnable, root)}")
+
+
+def _remake(experiment: str, scale: str, root: Path | None) -> str:
+    """What to do about a damaged stored run: the command that makes it again, where one exists."""
+    exp = registry().get(experiment)
+    if exp is None or scale not in exp.configs:
+        return (f"no experiment makes {experiment!r} at scale {scale!r} now, so restore the folder "
+                f"{results.run_dir(experiment, scale, root)} from version control or delete it")
+    return f"re-make it with: {_run_command(experiment, scale, root)}"
+
+
+def load_run(experiment: str, scale: str | None = None, root: Path | None = None) -> results.StoredRun:
+    """Load the stored run of ``experiment`` at ``scale`` (default: the largest one stored).
+
+    ``FileNotFoundError`` when there is none, ``ValueError`` when its files are damaged (unreadable,
+    a provenance field of the wrong type, another config than the experiment's); each names the file
+    and the command that makes the run.
+    """
+    available = results.stored_scales(experiment, root)
+    if scale is None and available:
+        scale = available[-1]
+    if scale not in available:
+        raise _no_run(experiment, scale, root, available)
+    remake = _remake(experiment, scale, root)
+    run = results.read_run(experiment, scale, root, remake=remake)
+    _check_against_experiment(run, remake)
+    return run
+
+
+def _check_against_experiment(run: results.StoredRun, remake: str) -> None:
+    """``ValueError`` when a stored run of a known experiment was made with another config than the
+    experiment's, or its arrays do not have the shapes that config gives (where it declares them)."""
+    exp = registry().get(run.experiment)
+    if exp is None or run.scale not in exp.configs:
+        return
+    now = results.as_stored(dict(exp.configs[run.scale]))
+    if run.config != now:
+        changed = sorted(k for k in set(run.config) | set(now) if run.config.get(k) != now.get(k))
+        raise ValueError(f"stored run {run.path / 'run.json'} was made with another config than "
+                         f"{run.experiment!r} has now (differs in {', '.join(changed)}); {remake}")
+    if exp.shapes is None:
+        return
+    for name, shape in exp.shapes(run.config).items():
+        found = run.arrays[name].shape if name in run.arrays else None
+        if found != tuple(shape):
+            raise ValueError(f"stored run {run.path / 'data.npz'}: array {name!r} has shape {found}, "
+                             f"its config gives {tuple(shape)}; {remake}")
+
+
+__all__ = ["SCALES", "Experiment", "RunContext", "RunOutput", "did_you_mean", "get", "load_run", "registry",
+           "run_experiment"]

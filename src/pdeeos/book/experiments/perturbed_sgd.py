@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdeeos import data, models, results, spread
-from pdeeos.experiments import Experiment, RunContext, RunOutput, Tick
+from pdeeos import data, models, spread
+from pdeeos.book import results
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput, Tick
 from pdeeos.metrics import rel_l1
 from pdeeos.optim import LocalCFL
 from pdeeos.training import DTYPES, LockstepTrainer, Split, TrainConfig, set_deterministic
@@ -357,7 +358,7 @@ TRAIN_IMAGES = {"cifar10": 5_085, "fashion_mnist": 60_000}
 def protocol(name: str, scale: str = "book") -> dict[str, Any]:
     """What experiment ``name`` trains at ``scale``, in numbers, without running it: images, steps at
     each learning rate, copies and seeds (for the chapter's table beside the paper's protocol)."""
-    from pdeeos.experiments import get
+    from pdeeos.book.experiments import get
 
     cfg = get(name).config(scale)
     n_train = cfg["train_limit"] or TRAIN_IMAGES[cfg["dataset"]]
@@ -501,7 +502,7 @@ def churn_along(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def summary_commit(run: results.StoredRun) -> str:
     """The commit of the code that computed a stored run's summary: the one that recomputed it from the
-    stored arrays (:func:`pdeeos.results.replace_summary`), else the run's own."""
+    stored arrays (:func:`pdeeos.book.results.replace_summary`), else the run's own."""
     return run.provenance.get("summary_recomputed", run.provenance)["git_commit"]
 
 

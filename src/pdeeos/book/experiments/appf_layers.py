@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pdeeos import eos_networks as en
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import eos_networks as en
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 
 def _outputs(kernels: list[torch.Tensor], x: torch.Tensor, beta: float) -> list[torch.Tensor]:

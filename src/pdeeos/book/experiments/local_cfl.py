@@ -44,12 +44,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pdeeos import cnnpde, results, sharpness, spread
-from pdeeos import eos_networks as en
-from pdeeos.experiments import perturbed_sgd
-from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
-from pdeeos.experiments.lr_threshold import minibatch_loss
+from pdeeos import checkpoints, sharpness, spread
+from pdeeos.pde import cnnpde
+from pdeeos.book import results
+from pdeeos.pde import eos_networks as en
+from pdeeos.book.experiments import perturbed_sgd
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
+from pdeeos.book.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
+from pdeeos.book.experiments.lr_threshold import minibatch_loss
 from pdeeos.metrics import rel_l1
 from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, stable_step
 from pdeeos.training import Split
@@ -128,7 +130,7 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
     params = list(twins[0].parameters())
     records = {"loss": [], "rel": [], "rates": [], "hvps": [], "probe_steps": [], "lam": [], "lam_eff": [],
                "busy": 0.0, "t": 0}
-    if checkpoint is not None and (state := results.load_checkpoint(checkpoint)) is not None:
+    if checkpoint is not None and (state := checkpoints.load_checkpoint(checkpoint)) is not None:
         for model, opt, model_state, opt_state in zip(twins, opts, state["models"], state["optimizers"]):
             model.load_state_dict(model_state)
             opt.load_state_dict(opt_state)
@@ -139,7 +141,7 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
     for t in range(records["t"], steps + 1):
         if checkpoint is not None and t > records["t"] and t % checkpoint_every == 0:
             records.update(busy=busy, t=t)
-            results.save_checkpoint(checkpoint, {"models": [m.state_dict() for m in twins],
+            checkpoints.save_checkpoint(checkpoint, {"models": [m.state_dict() for m in twins],
                                                  "optimizers": [o.state_dict() for o in opts], "records": records})
         with torch.no_grad():
             loss.append(float(loss_of(twins[0])))
@@ -482,7 +484,7 @@ def probe_epochs(cfg: dict[str, Any]) -> list[int]:
 def spectrum(model: nn.Module, twin: nn.Module, split: Split, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
     r"""The curvature a step cap can see at ``model``'s weights, on the first ``sharpness_images`` training
     images (no augmentation), batch-norm in training mode and weight decay included
-    (:func:`~pdeeos.experiments.lr_threshold.minibatch_loss`): :math:`\lambda_{\max}` of their minibatch
+    (:func:`~pdeeos.book.experiments.lr_threshold.minibatch_loss`): :math:`\lambda_{\max}` of their minibatch
     loss, as chapter 6 measures it; :math:`\lambda_{\max}` of each batch's own loss, the loss one step (and
     one refresh of a cap) sees; and :math:`\lambda_{\min}` of the minibatch loss, since a cap bounds the
     largest *magnitude*. Lanczos with at most 80 products, to a relative residual of :math:`10^{-3}`

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pdeeos import experiments, results
-from pdeeos.config import SCALES
+from pdeeos.book import experiments, results
+from pdeeos.book.config import SCALES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     name, args.scale, device=args.device, root=args.results,
                     show_progress=not args.no_progress, workers=args.workers))
         else:
-            _print(results.load_run(args.experiment, args.scale, args.results))
+            _print(experiments.load_run(args.experiment, args.scale, args.results))
     except (KeyError, ValueError) as err:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
@@ -112,3 +112,6 @@ def _print(run: results.StoredRun) -> None:
     print(run.describe())
     print(f"stored in {run.path}")
     print(json.dumps(run.summary, indent=2, sort_keys=True))
+
+
+__all__ = ["main"]

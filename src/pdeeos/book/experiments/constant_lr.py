@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.perturbed_sgd import (CONFIGS, SeedTask, check_ready, rel_l1_between_seeds, resolve,
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
+from pdeeos.book.experiments.perturbed_sgd import (CONFIGS, SeedTask, check_ready, rel_l1_between_seeds, resolve,
                                               steps_per_epoch, train_seed)
 
 ACTIVATIONS = ("relu", "swish")

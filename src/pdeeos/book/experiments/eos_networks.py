@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pdeeos import eos_networks as en
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import eos_networks as en
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 from pdeeos.metrics import largest_safe
 
 
@@ -51,7 +51,7 @@ def run(ctx: RunContext) -> RunOutput:
 
 def fig9_scan(ctx: RunContext, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
     """Every Fig. 9 depth at every step size of ``fig9_scan_etas`` for ``bisection_steps`` steps: the
-    objective histories (``nan`` after a non-finite value) and their :func:`pdeeos.eos_networks.classify`
+    objective histories (``nan`` after a non-finite value) and their :func:`pdeeos.pde.eos_networks.classify`
     codes, so that restrained runs are told apart from stable and blown-up ones."""
     cfg = ctx.config
     depths, etas, steps = cfg["fig9_depths"], np.asarray(cfg["fig9_scan_etas"], float), cfg["bisection_steps"]

@@ -3,8 +3,8 @@ of its runs amplify rounding errors.
 
 A grid of step sizes (finer near the boundaries and over the whole restrained range), each run with the
 official protocol (256x256 checkerboard, 32x32 kernel, alpha = 20, beta = 1, 1000 steps): its loss, the
-log stretches of its tangent map (:func:`pdeeos.cnnpde.simulate` with ``tangent_seed``), and the RelL1
-distance at every iteration to its :math:`k = 3` twin; classified by :func:`pdeeos.cnnpde.classify` from
+log stretches of its tangent map (:func:`pdeeos.pde.cnnpde.simulate` with ``tangent_seed``), and the RelL1
+distance at every iteration to its :math:`k = 3` twin; classified by :func:`pdeeos.pde.cnnpde.classify` from
 the loss and the exponent over the second half. At the paper's eight step sizes, besides: the RelL1
 distance between the FFT scheme in float64 and (i) the same scheme by direct convolution, (ii) the FFT
 scheme in float32 (over ``twin_steps`` iterations, as direct convolution is slow), and the normalised
@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pdeeos import cnnpde, lyapunov
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos import lyapunov
+from pdeeos.pde import cnnpde
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 
 @dataclass(frozen=True)

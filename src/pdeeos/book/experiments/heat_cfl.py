@@ -1,16 +1,16 @@
 """``heat-cfl``: the measured CFL limit and round-off blow-up times of the explicit heat scheme.
 
-For every grid size and diffusivity, the critical mesh ratio measured by :func:`pdeeos.heat.critical_r`
+For every grid size and diffusivity, the critical mesh ratio measured by :func:`pdeeos.pde.heat.critical_r`
 beside the exact discrete limit; for every step size beyond it and every precision, the number of
-steps before amplified round-off reaches the size of the solution (:func:`pdeeos.heat.blowup_step`).
+steps before amplified round-off reaches the size of the solution (:func:`pdeeos.pde.heat.blowup_step`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pdeeos import heat
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos.pde import heat
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
 _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 

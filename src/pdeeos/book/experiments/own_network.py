@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pdeeos import data, lyapunov, results, sharpness, spread
-from pdeeos.experiments import Experiment, RunContext, RunOutput
+from pdeeos import checkpoints, data, lyapunov, sharpness, spread
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 from pdeeos.twins import Twins, edge
 
 MODELS: tuple[str, ...] = ("mlp-relu", "mlp-tanh", "mlp-gelu", "cnn-bn")
@@ -176,7 +176,7 @@ def train_task(task: Task, tick: Callable[[], None]) -> dict[str, Any]:
     points: list[list[float]] = []                                      # step, batch λ, fixed-set λ
 
     done = 0
-    state = results.load_checkpoint(task.checkpoint) if task.checkpoint is not None else None
+    state = checkpoints.load_checkpoint(task.checkpoint) if task.checkpoint is not None else None
     if state is not None:
         twins.load_state_dict(state["twins"])
         order.set_state(state["order"])
@@ -193,7 +193,7 @@ def train_task(task: Task, tick: Callable[[], None]) -> dict[str, Any]:
                                                                  max_iter=SHARPNESS_MAX_ITER)
                                               for fn in (loss_fn, lambda m: F.cross_entropy(m(fixed_x), fixed_y)))])
         if task.checkpoint is not None:
-            results.save_checkpoint(task.checkpoint, {"twins": twins.state_dict(), "order": order.get_state(),
+            checkpoints.save_checkpoint(task.checkpoint, {"twins": twins.state_dict(), "order": order.get_state(),
                                                       "points": points, "epochs": epoch + 1})
         tick()
     h = twins.history

@@ -8,7 +8,7 @@ Listed in ``_config.yml``'s extensions, it writes, before Sphinx reads any page,
 - ``story.png``: the introduction's one-layer figure, chapter 5's Fig. 5 right and Fig. 6 from the
   stored ``cnnpde-regimes`` run;
 - ``ledger-central.md`` and ``ledger.md``: the central claims and the whole claims ledger of
-  :mod:`pdeeos.ledger`;
+  :mod:`pdeeos.book.ledger`;
 - ``runs.md``: every experiment, its stored runs and what they cost.
 
 ``book/intro.md``, ``book/ledger.md`` and ``book/reproduce.md`` include them.
@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pdeeos import cnnpde, ledger, results, spread, style
-from pdeeos.config import SCALES
-from pdeeos.experiments import perturbed_sgd, registry
+from pdeeos import checkpoints, spread
+from pdeeos.pde import cnnpde
+from pdeeos.book import experiments, ledger, results, style
+from pdeeos.book.config import SCALES
+from pdeeos.book.experiments import perturbed_sgd, registry
 
 
 def _duration(seconds: float) -> str:
@@ -61,7 +63,7 @@ def headline_page(root: Path | None = None) -> str:
     if not results.stored_scales(HEADLINE_RUN, root):
         return (f"**On real networks**: not yet run; make the run with "
                 f"`python -m pdeeos run {HEADLINE_RUN} --scale book`.\n")
-    run = results.load_run(HEADLINE_RUN, root=root)
+    run = experiments.load_run(HEADLINE_RUN, root=root)
     s, a = run.summary, run.arrays
     ks = ", ".join(str(int(k)) for k in a["ks"])
     model, details = s["model"].split(" (", 1)
@@ -86,7 +88,7 @@ def headline_page(root: Path | None = None) -> str:
             f"{ledger.badge(verdict)} for Table 1 by the ledger's rule.{imprint}")
     vgg = "perturbed-sgd-vgg16"
     if results.stored_scales(vgg, root):
-        v = results.load_run(vgg, root=root).summary
+        v = experiments.load_run(vgg, root=root).summary
         act = v["model"].split(" (", 1)[1].split(",")[0]
         text += (f" A VGG16-BN with {ACTIVATIONS.get(act, act)} gives a churn ratio of {v['churn_ratio']:.2f} "
                  f"({_interval(v['churn_ratio_seed_ci'])}), with a seed imprint of {100 * v['seed_imprint']:.0f} %.")
@@ -108,7 +110,7 @@ def headline_figure(root: Path | None = None) -> bytes:
         for ax in (left, right):
             ax.text(0.5, 0.5, f"not yet run: python -m pdeeos run {HEADLINE_RUN}", ha="center", transform=ax.transAxes)
     else:
-        run = results.load_run(HEADLINE_RUN, root=root)
+        run = experiments.load_run(HEADLINE_RUN, root=root)
         s, a, cfg = run.summary, run.arrays, run.config
         j3, per_epoch = list(a["ks"]).index(3), s["steps_per_epoch"]
         rel = a["rel_l1"][:, :, j3]                                     # seeds × epochs
@@ -155,7 +157,7 @@ def runs_page(root: Path | None = None) -> str:
     for name, exp in sorted(registry().items()):
         stored = []
         for scale in results.stored_scales(name, root):
-            p = results.load_run(name, scale, root).provenance
+            p = experiments.load_run(name, scale, root).provenance
             stored.append(f"{scale}: {p['device']}, {_duration(p['wall_time_s'])}, {_day(p['date'])}")
         scales = ", ".join(s for s in SCALES if s in exp.configs)
         lines.append(f"| `{name}` | [{int(exp.chapter[:2])}](../chapters/{exp.chapter}.ipynb) | {scales} | "
@@ -171,7 +173,7 @@ def story_figure(root: Path | None = None) -> bytes:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    run = results.load_run("cnnpde-regimes", root=root)
+    run = experiments.load_run("cnnpde-regimes", root=root)
     a = run.arrays
     names = [cnnpde.RUN_CLASSES[int(c)] for c in a["paper_class"]]
     colors = {"stable": style.STABLE, "periodic": style.PERIODIC, "chaotic": style.CHAOTIC, "blow-up": style.UNSTABLE}
@@ -209,7 +211,7 @@ def write_pages(book_dir: Path, root: Path | None = None) -> None:
     for name, data in pages.items():
         path = out / name
         if not path.exists() or path.read_bytes() != data:
-            results.atomic_write_bytes(path, data)
+            checkpoints.atomic_write_bytes(path, data)
 
 
 def _on_builder_inited(app: Any) -> None:
@@ -220,3 +222,7 @@ def setup(app: Any) -> dict[str, Any]:
     """Sphinx entry point."""
     app.connect("builder-inited", _on_builder_inited)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+__all__ = ["ACTIVATIONS", "DATASETS", "HEADLINE_RUN", "headline_figure", "headline_page", "ledger_page",
+           "runs_page", "setup", "story_figure", "write_pages"]

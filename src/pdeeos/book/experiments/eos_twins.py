@@ -1,7 +1,7 @@
 r"""``eos-twins``: do last-bit twins start to diverge when :math:`\eta\lambda_{\max}` reaches 2? (chapter 7)
 
 Full-batch gradient descent in float64 with the :math:`k = 1` and :math:`k = 3` copies in lockstep
-(:func:`pdeeos.eos_networks.train_gd` with ``twin_k=3``): the RelL1 distance between them at every step
+(:func:`pdeeos.pde.eos_networks.train_gd` with ``twin_k=3``): the RelL1 distance between them at every step
 and the Lanczos sharpness of the :math:`k = 1` copy every ``sharpness_every`` steps, for
 
 * Fig. 8's tanh networks (width 200, the CIFAR-10 subset, cross-entropy, no weight decay) at
@@ -10,7 +10,7 @@ and the Lanczos sharpness of the :math:`k = 1` copy every ``sharpness_every`` st
   below the Edge of Stability;
 * Fig. 7's one-channel Swish CNNs (MNIST 0/1, 1 and 3 layers, no weight decay) at Fig. 7's step sizes.
 
-Every run is a task of :meth:`pdeeos.experiments.RunContext.map` with its own checkpoint.
+Every run is a task of :meth:`pdeeos.book.experiments.RunContext.map` with its own checkpoint.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdeeos import eos_networks as en
+from pdeeos.pde import eos_networks as en
 from pdeeos import lyapunov
-from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
+from pdeeos.book.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
 
 ONSET = 1e-10
 """RelL1 at which the twins count as diverging: six orders of magnitude above float64 rounding (the twins

@@ -8,7 +8,8 @@ Layout::
 
 Every file is written atomically (a temporary file in the same directory, then ``os.replace``)
 and ``run.json`` is written last, so a directory with a ``run.json`` always holds a complete run.
-Chapters load runs with :func:`load_run`, never by hand-written paths.
+Chapters load runs with :func:`pdeeos.book.experiments.load_run` (which checks a run against its
+experiment), never by hand-written paths; this module knows the files, not the experiments.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import json
 import math
 import os
 import platform
-import secrets
-import shlex
 import subprocess
 import tempfile
 import zipfile
@@ -32,12 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdeeos.config import SCALES, check_scale
+from pdeeos.book.config import SCALES, check_scale
+from pdeeos.checkpoints import atomic_write_bytes, damaged_checkpoint, load_checkpoint
 
 RESULTS_ENV = "PDEEOS_RESULTS"
 """Environment variable naming another results directory (tests use a temporary one)."""
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def results_root() -> Path:
@@ -51,35 +51,6 @@ def run_dir(experiment: str, scale: str, root: Path | None = None) -> Path:
     return (root or results_root()) / experiment / check_scale(scale)
 
 
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
-
-    The file gets the permissions of any file the user creates (0666 less the umask), not the
-    0600 of :func:`tempfile.mkstemp`, so stored runs can be shared like the rest of the checkout.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_writable(directory: Path, what: str) -> None:
     """Create ``directory`` if needed and check that a file can be written there; ``ValueError``
     naming the folder and the reason otherwise (before any long work starts)."""
@@ -90,39 +61,6 @@ def check_writable(directory: Path, what: str) -> None:
             pass
     except OSError as err:
         raise ValueError(f"cannot write {what} to {directory}: {err.strerror or err}") from err
-
-
-def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
-    """Atomically save a checkpoint (any ``torch.save``-able mapping)."""
-    buf = io.BytesIO()
-    torch.save(dict(state), buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-_STARTS_OVER = "that part of the run starts over"
-
-
-def _damaged_checkpoint(path: Path, what: str, consequence: str = _STARTS_OVER) -> ValueError:
-    """The one-line error for a checkpoint file that cannot be used: the file, what is wrong with
-    it (its first sentence, on one line) and what to do (delete it, with the command; ``consequence``)."""
-    what = " ".join(what.split(". ")[0].split())[:200]
-    return ValueError(f"checkpoint {path} is damaged ({what}); delete it "
-                      f"(rm {shlex.quote(str(path))}) and run again: {consequence}")
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """Load a checkpoint written by :func:`save_checkpoint`, or ``None`` if there is none;
-    ``ValueError`` naming the file and how to recover when it is damaged (truncated, garbage)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:   # unpickling garbage can raise nearly any exception type
-        raise _damaged_checkpoint(path, f"torch cannot read it: {err}") from err
-    if not isinstance(state, dict):
-        raise _damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a dict")
-    return state
 
 
 def _is_seconds(value: Any) -> bool:
@@ -141,10 +79,10 @@ def load_wall_time(path: Path) -> float:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise _damaged_checkpoint(path, f"not readable as JSON: {err}", resumes) from err
+        raise damaged_checkpoint(path, f"not readable as JSON: {err}", resumes) from err
     seconds = record.get("wall_time_s") if isinstance(record, dict) else None
     if not _is_seconds(seconds):
-        raise _damaged_checkpoint(path, f"wall_time_s is {seconds!r}, not a number of seconds >= 0", resumes)
+        raise damaged_checkpoint(path, f"wall_time_s is {seconds!r}, not a number of seconds >= 0", resumes)
     return float(seconds)
 
 
@@ -161,7 +99,7 @@ def check_checkpoints(directory: Path) -> None:
                     for key in npz.files:
                         npz[key]
             except Exception as err:   # truncated zip, bad header, pickled object arrays
-                raise _damaged_checkpoint(path, f"NumPy cannot read it: {err}") from err
+                raise damaged_checkpoint(path, f"NumPy cannot read it: {err}") from err
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -325,59 +263,16 @@ def stored_scales(experiment: str, root: Path | None = None) -> list[str]:
     return [s for s in SCALES if (run_dir(experiment, s, root) / "run.json").exists()]
 
 
-def _run_command(experiment: str, scale: str, root: Path | None) -> str:
-    """The command line that stores a run of ``experiment`` at ``scale`` under ``root``."""
-    where = "" if root is None else f" --results {shlex.quote(str(root))}"
-    return f"python -m pdeeos run {experiment} --scale {scale}{where}"
+def as_stored(value: Any) -> Any:
+    """``value`` as ``run.json`` stores it (NumPy numbers and arrays as JSON numbers and lists)."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
-def _no_run(experiment: str, scale: str | None, root: Path | None, available: list[str]) -> FileNotFoundError:
-    """The error for a run that is not stored, advising only a command that exists: a scale the
-    experiment has, and no ``run`` at all for a name no experiment has."""
-    from pdeeos.experiments import did_you_mean, registry
-
-    known = registry()
-    where = f"under {root or results_root()}" if scale is None else f"at scale {scale!r} in {run_dir(experiment, scale, root)}"
-    message = f"no stored run of {experiment!r} {where}"
-    stored = f"; it is stored at {', '.join(available)} (choose one with --scale)" if available else ""
-    if experiment not in known:
-        return FileNotFoundError(f"{message}{stored}; no experiment is called {experiment!r}"
-                                 f"{did_you_mean(experiment, known)}")
-    scales = list(known[experiment].configs)
-    if scale is not None and scale not in scales:
-        message += f"; {experiment!r} has no {scale!r} scale (it has {', '.join(scales)})"
-        scale = None
-    if stored and scale is None:
-        return FileNotFoundError(message + stored)
-    runnable = scale or ("book" if "book" in scales else scales[0])
-    return FileNotFoundError(f"{message}; produce one with: {_run_command(experiment, runnable, root)}")
-
-
-def _remake(experiment: str, scale: str, root: Path | None) -> str:
-    """What to do about a damaged stored run: the command that makes it again, where one exists."""
-    from pdeeos.experiments import registry
-
-    exp = registry().get(experiment)
-    if exp is None or scale not in exp.configs:
-        return (f"no experiment makes {experiment!r} at scale {scale!r} now, so restore the folder "
-                f"{run_dir(experiment, scale, root)} from version control or delete it")
-    return f"re-make it with: {_run_command(experiment, scale, root)}"
-
-
-def load_run(experiment: str, scale: str | None = None, root: Path | None = None) -> StoredRun:
-    """Load the stored run of ``experiment`` at ``scale`` (default: the largest one stored).
-
-    ``FileNotFoundError`` when there is none, ``ValueError`` when its files are damaged (unreadable,
-    a provenance field of the wrong type, another config than the experiment's); each names the file
-    and the command that makes the run.
-    """
-    available = stored_scales(experiment, root)
-    if scale is None and available:
-        scale = available[-1]
-    if scale not in available:
-        raise _no_run(experiment, scale, root, available)
+def read_run(experiment: str, scale: str, root: Path | None = None, *, remake: str) -> StoredRun:
+    """Read the stored run of ``experiment`` at ``scale`` from its files; ``ValueError`` naming the file, what
+    is wrong and ``remake`` (what to do about it) when one is damaged (unreadable, a provenance field of the
+    wrong type). :func:`pdeeos.book.experiments.load_run` finds the run and checks it against its experiment."""
     directory = run_dir(experiment, scale, root)
-    remake = _remake(experiment, scale, root)
     try:
         record = json.loads((directory / "run.json").read_text())
         parts = {key: record[key] for key in ("config", "summary", "provenance")}
@@ -391,28 +286,9 @@ def load_run(experiment: str, scale: str | None = None, root: Path | None = None
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"stored run {directory / 'data.npz'} is damaged ({err}); {remake}") from err
-    run = StoredRun(experiment=experiment, scale=scale, path=directory, arrays=arrays, **parts)
-    _check_against_experiment(run, remake)
-    return run
+    return StoredRun(experiment=experiment, scale=scale, path=directory, arrays=arrays, **parts)
 
 
-def _check_against_experiment(run: StoredRun, remake: str) -> None:
-    """``ValueError`` when a stored run of a known experiment was made with another config than the
-    experiment's, or its arrays do not have the shapes that config gives (where it declares them)."""
-    from pdeeos.experiments import registry
-
-    exp = registry().get(run.experiment)
-    if exp is None or run.scale not in exp.configs:
-        return
-    now = json.loads(json.dumps(dict(exp.configs[run.scale]), default=_json_default))  # as stored
-    if run.config != now:
-        changed = sorted(k for k in set(run.config) | set(now) if run.config.get(k) != now.get(k))
-        raise ValueError(f"stored run {run.path / 'run.json'} was made with another config than "
-                         f"{run.experiment!r} has now (differs in {', '.join(changed)}); {remake}")
-    if exp.shapes is None:
-        return
-    for name, shape in exp.shapes(run.config).items():
-        found = run.arrays[name].shape if name in run.arrays else None
-        if found != tuple(shape):
-            raise ValueError(f"stored run {run.path / 'data.npz'}: array {name!r} has shape {found}, "
-                             f"its config gives {tuple(shape)}; {remake}")
+__all__ = ["PROVENANCE_KEYS", "RESULTS_ENV", "StoredRun", "as_stored", "check_checkpoints", "check_writable",
+           "device_name", "git_commit", "load_wall_time", "provenance", "read_run", "replace_summary",
+           "results_root", "run_dir", "save_run", "stored_scales"]

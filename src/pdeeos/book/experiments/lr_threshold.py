@@ -5,7 +5,7 @@ steps as keep ``lr × steps`` at the paper's value, 39.1 (the official code: ``n
 at ``0.1/n``); the k = 1 and k = 3 copies train in lockstep and their RelL1 distance is recorded every
 epoch, for the whole network and for the official code's layer (``layer2.5.conv1`` of ResNet-56; the
 first convolution of the middle stage's first block in ResNet-8), with the k = 1 copy's test accuracy
-(Fig. 10: is it still learning?). Each rate is one task of :meth:`pdeeos.experiments.RunContext.map`.
+(Fig. 10: is it still learning?). Each rate is one task of :meth:`pdeeos.book.experiments.RunContext.map`.
 
 A run *amplifies* the perturbation when its *persistent* RelL1, the median over the last tenth of its
 epochs (:func:`persistent`), exceeds ``AMPLIFIED``, an average difference of 100 float32 ulps (100 × 2^-23)
@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from pdeeos import models, sharpness
-from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.perturbed_sgd import load_splits, prepare_device
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
+from pdeeos.book.experiments.perturbed_sgd import load_splits, prepare_device
 from pdeeos.metrics import largest_safe
 from pdeeos.training import Split, TrainConfig, train_lockstep
 

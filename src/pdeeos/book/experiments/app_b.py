@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pdeeos.experiments import Experiment, RunContext, RunOutput
-from pdeeos.experiments.perturbed_sgd import (PROTOCOL, build_model, load_splits, prepare_device,
+from pdeeos.book.experiments import Experiment, RunContext, RunOutput
+from pdeeos.book.experiments.perturbed_sgd import (PROTOCOL, build_model, load_splits, prepare_device,
                                               train_config)
 from pdeeos.training import LockstepTrainer, identical
 

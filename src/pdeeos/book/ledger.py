@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pdeeos import cnnpde, lyapunov, results, style
-from pdeeos.experiments import lr_threshold, perturbed_sgd
-from pdeeos.experiments.perturbed_sgd import layer_onsets
+from pdeeos import lyapunov
+from pdeeos.pde import cnnpde
+from pdeeos.book import experiments, results, style
+from pdeeos.book.experiments import lr_threshold, perturbed_sgd
+from pdeeos.book.experiments.perturbed_sgd import layer_onsets
 
 VERDICTS: tuple[str, ...] = ("reproduced", "partly", "inconclusive", "not reproduced", "not yet run")
 """The verdicts, best first; "inconclusive": the run's intervals cannot separate the answers."""
@@ -830,7 +832,7 @@ def rows(root: Path | None = None, *, chapter: str | None = None) -> list[Row]:
         if not all(results.stored_scales(name, root) for name in claim.experiments):
             out.append(Row(claim, "—", "not yet run", ()))
             continue
-        runs = {name: results.load_run(name, root=root) for name in claim.experiments}
+        runs = {name: experiments.load_run(name, root=root) for name in claim.experiments}
         ours, verdict = claim.measure(runs)
         if verdict not in VERDICTS:
             raise ValueError(f"{claim.item}: unknown verdict {verdict!r}")
@@ -918,10 +920,18 @@ def central(table: list[Row]) -> list[Row]:
     by_item = {row.claim.item: row for row in table}
     missing = [item for item in CENTRAL if item not in by_item]
     if missing:
-        raise ValueError(f"the ledger has no row for the central claims {missing}; see pdeeos.ledger.CLAIMS")
+        raise ValueError(f"the ledger has no row for the central claims {missing}; see pdeeos.book.ledger.CLAIMS")
     return [by_item[item] for item in CENTRAL]
 
 
 def central_markdown(table: list[Row], *, chapters: str = "../chapters") -> str:
     """The central claims (:data:`CENTRAL`) as a MyST table in the ledger's columns."""
     return "\n".join(_table_lines(central(table), chapters, "ledger ledger-central")) + "\n"
+
+
+__all__ = ["APP_B_RULE", "APPF_RULE", "badge", "BADGES", "BOOK", "CENTRAL", "central", "central_markdown",
+           "Claim", "CLAIMS", "counts", "drift_kind", "DRIFT_RULE", "EOS_SHARE", "FIG11_RULE",
+           "FIG5_BOUNDARY_RULE", "FIG5_RULE", "FIG6_RULE", "LAYER_ONSET", "LAYERS_RULE",
+           "LOCAL_CFL_PDE_RULE", "LOCAL_CFL_RESNET_RULE", "LOCAL_CFL_TANH_RULE", "markdown",
+           "OWN_AMPLIFIED_RULE", "OWN_CHURN_RULE", "paper_spreads", "PAPER_SUMMARY", "PAPER_TABLES", "Row",
+           "rows", "slug", "SUN", "TANH_ROUNDING_REL_L1", "THRESHOLD_RULE", "TWINS_RULE", "VERDICTS"]
