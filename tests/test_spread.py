@@ -148,3 +148,17 @@ def test_an_effect_at_rounding_level_is_zero_too() -> None:
     acc = np.repeat(np.array([[61.2, 59.8, 60.4, 62.0]]), 3, axis=0)
     result = spread.anova(acc)
     assert result["var_k"] == 0.0 and result["var_residual"] == 0.0 and result["var_seed"] > 0
+
+
+def test_summarize_takes_the_axes_by_name() -> None:
+    """A grid stored ks × seeds × images gives the same summary when its axes are named; a wrong name or a
+    shape the names do not fit is refused before any statistic is computed."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 200)
+    pred = np.where(rng.random((3, 4, 200)) < 0.7, labels, rng.integers(0, 10, (3, 4, 200)))
+    by_name = spread.summarize(pred.transpose(1, 0, 2), labels, axes=("k", "seed", "image"))
+    assert by_name == spread.summarize(pred, labels)
+    with pytest.raises(ValueError, match="axes must name"):
+        spread.summarize(pred, labels, axes=("seeds", "k", "image"))
+    with pytest.raises(ValueError, match="three axes"):
+        spread.summarize(pred[0], labels, axes=("k", "seed", "image"))

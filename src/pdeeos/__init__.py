@@ -11,6 +11,8 @@ What a reader imports to test their own training:
   optimizer, stable step sizes, and local CFL step sizes,
 * :mod:`pdeeos.metrics` -- RelL1 and other distances between twin runs,
 * :mod:`pdeeos.lyapunov` -- Lyapunov exponents, twin rates, onsets and fates of twin records,
+* :mod:`pdeeos.tangent` -- the tangent map of SGD (heavy ball, Nesterov) on one's own module, for a
+  Lyapunov exponent without twins,
 * :mod:`pdeeos.sharpness` -- the top Hessian eigenvalues by Lanczos, measured without disturbing training,
 * :mod:`pdeeos.spread` -- accuracy spread and prediction churn over ``k`` and over seeds,
 * :mod:`pdeeos.training` -- lockstep training of the book's perturbed-SGD protocol,
@@ -38,8 +40,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-MODULES = ("twins", "optim", "metrics", "lyapunov", "sharpness", "spread", "training", "models", "data",
-           "checkpoints", "pde", "book")
+MODULES = ("twins", "optim", "metrics", "lyapunov", "tangent", "sharpness", "spread", "training", "models",
+           "data", "checkpoints", "pde", "book")
 """The reader's modules, and the two subpackages :mod:`pdeeos.pde` and :mod:`pdeeos.book`."""
 
 __all__ = ["MODULES", "Twins", *MODULES]

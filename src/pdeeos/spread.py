@@ -269,11 +269,29 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return 100 * (pred == labels).mean(axis=-1).T
 
 
-def summarize(predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+AXES: tuple[str, ...] = ("seed", "k", "image")
+"""The axes of a grid of predictions, in the order the functions of this module take them."""
+
+
+def in_order(predictions: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+    """``predictions`` whose axes are named ``axes`` (an order of :data:`AXES`), transposed to seeds × ks ×
+    images; ``ValueError`` for names that are not the three of :data:`AXES` or that do not match the array."""
+    pred = np.asarray(predictions)
+    if len(axes) != 3 or sorted(axes) != sorted(AXES):
+        raise ValueError(f"axes must name the three axes {AXES} in the predictions' order; got {axes!r}")
+    if pred.ndim != 3:
+        raise ValueError(f"predictions must have three axes, named by axes={axes!r}; got shape {pred.shape}")
+    return pred.transpose([axes.index(a) for a in AXES])
+
+
+def summarize(predictions: np.ndarray, labels: np.ndarray, *,
+              axes: tuple[str, ...] = AXES) -> dict[str, Any]:
     """Every spread statistic of a perturbed-SGD grid, from one array: every copy's prediction of every
-    test image (``predictions``: seeds × ks × images) and the true ``labels``. The accuracies come from
-    the same predictions, so accuracy and churn are of the same epoch and no two arrays can disagree
-    on which axis is k. STDs are ddof 1 (means of the per-group STDs, and pooled with χ² intervals)."""
+    test image (``predictions``, its axes named by ``axes``: seeds × ks × images unless said otherwise)
+    and the true ``labels``. The accuracies come from the same predictions, so accuracy and churn are of
+    the same epoch and no two arrays can disagree on which axis is k. STDs are ddof 1 (means of the
+    per-group STDs, and pooled with χ² intervals)."""
+    predictions = in_order(predictions, axes)
     acc = accuracy(predictions, labels)
     k_ci, seeds_ci = std_intervals(acc)
     summary = {
@@ -293,6 +311,6 @@ def resummarized(summary: dict[str, Any], predictions: np.ndarray, labels: np.nd
     return {k: v for k, v in summary.items() if k not in SUPERSEDED} | summarize(predictions, labels)
 
 
-__all__ = ["PERMUTATIONS", "SUPERSEDED", "accuracy", "anova", "churn", "churn_over_k_per_seed", "churn_per_image",
+__all__ = ["AXES", "PERMUTATIONS", "SUPERSEDED", "accuracy", "anova", "churn", "churn_over_k_per_seed", "churn_per_image",
            "churn_ratio_jackknife", "disagreement", "exchangeability", "std_chi2_intervals", "std_intervals",
-           "std_over_k", "std_over_seeds", "resummarized", "summarize"]
+           "std_over_k", "std_over_seeds", "in_order", "resummarized", "summarize"]

@@ -1,0 +1,105 @@
+r"""The tangent map of SGD on one's own ``nn.Module``: log stretches for a Lyapunov exponent.
+
+:class:`pdeeos.Twins` measures how fast a last-bit difference grows by running twins; this module measures
+the same growth without twins, from the Jacobian of the training map. SGD with momentum :math:`\mu` and
+weight decay :math:`w` (:class:`torch.optim.SGD`'s conventions, no dampening) is a map on the state
+:math:`(\theta, b)` of weights and momentum buffer,
+
+.. math:: b' = \mu b + g(\theta), \qquad
+          \theta' = \theta - \eta\,b' \ \text{(heavy ball)}, \qquad
+          \theta' = \theta - \eta\,(g(\theta) + \mu b') \ \text{(Nesterov)},
+
+with :math:`g = \nabla L + w\theta` the batch's gradient, so a tangent vector :math:`(\delta\theta, \delta b)`
+moves by
+
+.. math:: \delta b' = \mu\,\delta b + (H + wI)\,\delta\theta, \qquad
+          \delta\theta' = \delta\theta - \eta\,\delta b' \quad\text{or}\quad
+          \delta\theta' = \delta\theta - \eta\,\bigl((H + wI)\,\delta\theta + \mu\,\delta b'\bigr),
+
+:math:`H` the Hessian of the batch's loss at :math:`\theta` (one Hessian-vector product per step;
+:math:`\mu = 0` is plain gradient descent, where :math:`\delta b` plays no part). :func:`log_stretches`
+records :math:`\log(\|(\delta\theta', \delta b')\| / \|(\delta\theta, \delta b)\|)` at every step and renormalises;
+:func:`pdeeos.lyapunov.exponent` averages them into the finite-time exponent :math:`\Lambda`.
+
+The caveat for ReLU (and other kinked activations): the Hessian of a ReLU network is the Hessian of its
+current linear pieces. A twin whose difference moves a pre-activation across 0 jumps to another piece,
+a change the tangent map does not see, so a ReLU network's twins can grow where its tangent exponent is
+negative, and the twin-based rate of :meth:`pdeeos.Twins.growth` is the default. For smooth activations
+(tanh, GELU, Swish) the two agree while the twins' distance is small.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["log_stretches"]
+
+LossOf = Callable[[nn.Module], torch.Tensor]
+"""``loss_fn(model)``: the scalar loss of one batch for the model."""
+
+
+def _check(lr: float, momentum: float, weight_decay: float, nesterov: bool) -> None:
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    if lr == 0:
+        raise ValueError("lr must be > 0")
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov needs momentum > 0 (as torch.optim.SGD)")
+
+
+def _log_unit(vectors: list[torch.Tensor]) -> float:
+    """Divide ``vectors`` by their joint norm, in place; return the norm's log (``-inf`` for a zero vector,
+    left as it is; ``nan`` for a vector that is not finite)."""
+    norm = math.sqrt(sum(float(v.double().pow(2).sum()) for v in vectors))
+    if not math.isfinite(norm):
+        return math.nan
+    if norm == 0:
+        return -math.inf
+    for v in vectors:
+        v.div_(norm)
+    return math.log(norm)
+
+
+def log_stretches(model: nn.Module, loss_fns: Iterable[LossOf], *, lr: float, momentum: float = 0.0,
+                  nesterov: bool = False, weight_decay: float = 0.0, seed: int = 0) -> np.ndarray:
+    r"""Train a copy of ``model`` by :class:`torch.optim.SGD` (``lr``, ``momentum``, ``nesterov``,
+    ``weight_decay``) on the batches' losses ``loss_fns`` (one ``loss_fn(model)`` per step), carrying a unit
+    tangent vector :math:`(\delta\theta, \delta b)` (random, from ``seed``) through the tangent map of each
+    step; returns the log stretch of every step (float64, one per loss). ``model`` is not trained. The
+    exponent is :func:`pdeeos.lyapunov.exponent` of the result (with ``discard`` for the transient)."""
+    _check(lr, momentum, weight_decay, nesterov)
+    twin = copy.deepcopy(model)
+    params = [p for p in twin.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model must have at least one parameter that requires grad")
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    d_theta = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for p in params]
+    d_buf = [torch.zeros_like(p) for p in params]
+    _log_unit(d_theta)
+    out = []
+    for loss_fn in loss_fns:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(twin)
+        if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
+            raise ValueError(f"loss_fn(model) must return a scalar tensor computed from the model; got {loss!r}")
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        hv = torch.autograd.grad(grads, params, grad_outputs=d_theta)
+        with torch.no_grad():
+            curvature = [h + weight_decay * v for h, v in zip(hv, d_theta)]
+            d_buf = [momentum * b + c for b, c in zip(d_buf, curvature)]
+            direction = [c + momentum * b for c, b in zip(curvature, d_buf)] if nesterov else d_buf
+            d_theta = [v - lr * s for v, s in zip(d_theta, direction)]
+            state = d_theta + d_buf if momentum > 0 else d_theta
+            out.append(_log_unit(state))
+        for p, g in zip(params, grads):
+            p.grad = g.detach()
+        optimizer.step()
+    return np.array(out, dtype=np.float64)
