@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 
-__all__ = ["REGIONS", "SETTINGS", "LocalCFL", "PerturbedAdam", "PerturbedSGD", "check_group_ks", "check_k",
-           "perturb", "reapply_update", "stable_step"]
+__all__ = ["REGIONS", "SECANT_RULES", "SETTINGS", "LocalCFL", "PerturbedAdam", "PerturbedSGD", "SecantSGD",
+           "check_group_ks", "check_k", "perturb", "reapply_update", "stable_step"]
 
 
 def check_k(k: object) -> int:
@@ -489,3 +489,81 @@ class LocalCFL(PerturbedSGD):
             return
         for (_, index), bound in zip(self._regions_of(p), bounds):
             super()._apply(_piece(p, index), _piece(d_p, index), self._rate(lr, bound), k)
+
+
+SECANT_RULES = ("secant", "adgd")
+"""The step-size rules of :class:`SecantSGD`."""
+
+
+class SecantSGD(PerturbedSGD):
+    r"""Gradient descent whose step size comes at no cost from the secant of the gradient.
+
+    With :math:`L_n = \|g_n - g_{n-1}\| / \|\theta_n - \theta_{n-1}\|` (all parameters together; :math:`g` the
+    gradient with weight decay), a local estimate of the curvature along the last step, the step size is
+
+    .. math:: \eta_n = \min\bigl(\eta,\ 1/L_n\bigr) \quad (\texttt{rule="secant"}), \qquad
+              \eta_n = \min\bigl(\eta,\ \sqrt{1 + \eta_{n-1}/\eta_{n-2}}\;\eta_{n-1},\ 1/(2L_n)\bigr)
+              \quad (\texttt{rule="adgd"}),
+
+    the second Malitsky & Mishchenko's adaptive gradient descent (ICML 2020), which converges on convex,
+    locally smooth losses, capped at the group's ``lr`` :math:`\eta`. The first step, and any step with
+    :math:`L_n = 0`, uses :math:`\eta` (``adgd``: the growth bound still applies). The update is
+    :class:`PerturbedSGD`'s without momentum, perturbed in its last bit by ``k``; the state (the last weights
+    and gradients, two copies of the weights, and the last two step sizes) is in the state dict, so a run
+    resumes bit for bit. :meth:`step_size` gives :math:`\eta_n` of the last step.
+    """
+
+    def __init__(self, params: Iterable, lr: float, *, k: int = 1, weight_decay: float = 0.0,
+                 rule: str = "secant") -> None:
+        if rule not in SECANT_RULES:
+            raise ValueError(f"rule must be one of {SECANT_RULES}; got {rule!r}")
+        super().__init__(params, lr, k=k, weight_decay=weight_decay)
+        self.defaults["rule"] = rule
+
+    def _pairs(self) -> list[tuple[dict, torch.Tensor, torch.Tensor]]:
+        return [(group, p, d_p) for group in self.param_groups for p, d_p in _decayed_gradients(group)]
+
+    def _curvature(self, pairs: list[tuple[dict, torch.Tensor, torch.Tensor]]) -> float:
+        r""":math:`L_n` from the last step's weights and gradients (0 before there is a last step)."""
+        moved = changed = 0.0
+        for _, p, d_p in pairs:
+            state = self.state[p]
+            if "last_weights" not in state:
+                return 0.0
+            moved += float((p - state["last_weights"]).double().pow(2).sum())
+            changed += float((d_p - state["last_gradient"]).double().pow(2).sum())
+        return math.sqrt(changed / moved) if moved > 0 else 0.0
+
+    def _rate(self, lr: float, curvature: float, history: list[float]) -> float:
+        if self.defaults["rule"] == "secant":
+            return min(lr, 1 / curvature) if curvature > 0 else lr
+        rate = min(lr, 1 / (2 * curvature)) if curvature > 0 else lr
+        if len(history) >= 2:
+            rate = min(rate, math.sqrt(1 + history[-1] / history[-2]) * history[-1])
+        return rate
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One gradient-descent update of every parameter that has a gradient, at the secant step size."""
+        check_group_ks(self.param_groups)
+        loss = _evaluate(closure)
+        pairs = self._pairs()
+        if not pairs:
+            return loss
+        first = self.state[pairs[0][1]]
+        history = first.setdefault("step_sizes", [])
+        curvature = self._curvature(pairs)
+        rates = {id(group): self._rate(group["lr"], curvature, history) for group, _, _ in pairs}
+        for group, p, d_p in pairs:
+            self.state[p]["last_weights"] = p.detach().clone()
+            self.state[p]["last_gradient"] = d_p.detach().clone()
+            self._apply(p, d_p, rates[id(group)], group["k"])
+        history[:] = (history + [rates[id(pairs[0][0])]])[-2:]
+        return loss
+
+    def step_size(self) -> float:
+        r""":math:`\eta_n` of the last step (of the first parameter group); ``ValueError`` before the first."""
+        history = self.state[self.param_groups[0]["params"][0]].get("step_sizes") if self.param_groups else None
+        if not history:
+            raise ValueError("SecantSGD has no step size before its first step")
+        return history[-1]
