@@ -29,7 +29,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The file gets the permissions of any file the user creates (0666 less the umask), not the
-    0600 of :func:`tempfile.mkstemp`, so stored runs can be shared like the rest of the checkout.
+    0600 of ``tempfile.mkstemp``, so stored runs can be shared like the rest of the checkout.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

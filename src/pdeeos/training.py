@@ -145,7 +145,7 @@ class History:
 
 class LockstepTrainer:
     """Trains one copy of ``model`` per ``k`` of ``config`` on identical batches: a
-    :class:`~pdeeos.twins.Twins` (:attr:`twins`, without per-step records) stepped through the epochs of
+    :class:`~pdeeos.twins.Twins` (``twins``, without per-step records) stepped through the epochs of
     the protocol, recording per epoch."""
 
     def __init__(self, model: nn.Module, train: Split, test: Split, config: TrainConfig,

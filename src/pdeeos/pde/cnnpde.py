@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 REGIMES: tuple[str, ...] = ("activated", "transitioning", "not activated")
-"""Table 3's regimes, in the order of :attr:`Trajectory.regimes`' last axis."""
+"""Table 3's regimes, in the order of ``Trajectory.regimes``' last axis."""
 
 METHODS: tuple[str, ...] = ("fft", "direct")
 
@@ -355,7 +355,7 @@ def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
 
     With ``tangent_seed``, every run also carries a tangent vector (the same unit Gaussian vector at the
     start, drawn with that seed) through the linearised step :math:`v \mapsto v - \Delta t\,\nabla^2 L(K^n)v`
-    and records its log stretch (:func:`_hessian_vector`); the kernels are bit-identical with and without.
+    and records its log stretch (``_hessian_vector``); the kernels are bit-identical with and without.
     """
     _check_image_kernel(image, kernel0)
     _check_model(y, alpha, beta)
@@ -527,7 +527,7 @@ BLOW_UP_GROWTH = 10.0
 
 
 def blows_up(loss: np.ndarray) -> np.ndarray:
-    """Per history ``(..., steps)``: the last loss is not finite or more than :data:`BLOW_UP_GROWTH` times the
+    """Per history ``(..., steps)``: the last loss is not finite or more than ``BLOW_UP_GROWTH`` (10) times the
     first (the weight-decay modes, amplified by :math:`|1 - \\alpha\\Delta t| > 1` every step, grow without bound)."""
     end = loss[..., -1]
     return ~np.isfinite(end) | ~(end <= BLOW_UP_GROWTH * loss[..., 0])
