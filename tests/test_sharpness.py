@@ -201,3 +201,23 @@ def test_the_sharpness_of_a_model_that_blew_up_is_a_clear_error():
     x = torch.ones(4, 3)
     with pytest.raises(ValueError, match="did the run blow up"):
         sharpness.of_model(model, lambda m: m(x).pow(2).mean())
+
+
+def test_lanczos_warm_start_magnitude_order_and_ritz_vectors() -> None:
+    """From the top eigenvector itself Lanczos stops after one product; ``which="magnitude"`` reports a
+    dominant negative eigenvalue first; the Ritz vectors are unit eigenvectors."""
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    eigenvalues = torch.linspace(-1.0, 5.0, 30, dtype=torch.float64)
+    eigenvalues[0] = -9.0
+    h = q @ torch.diag(eigenvalues) @ q.T
+    warm = sharpness.lanczos(lambda v: h @ v, 30, start=q[:, -1] * 3.0, tol=1e-10)
+    assert warm.matvecs == 1 and warm.values[0] == pytest.approx(5.0)
+    both = sharpness.lanczos(lambda v: h @ v, 30, k=2, which="magnitude", vectors=True, tol=1e-10, max_iter=30)
+    assert both.values == pytest.approx([-9.0, 5.0])
+    for value, vector in zip(both.values, both.vectors):
+        assert float(vector.norm()) == pytest.approx(1.0)
+        assert torch.allclose(h @ vector, float(value) * vector, atol=1e-8)
+    with pytest.raises(ValueError, match="which must be"):
+        sharpness.lanczos(lambda v: h @ v, 30, which="smallest")
+    with pytest.raises(ValueError, match="start must be"):
+        sharpness.lanczos(lambda v: h @ v, 30, start=torch.zeros(30))

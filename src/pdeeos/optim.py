@@ -11,6 +11,10 @@ exact).
 :class:`PerturbedSGD` and :class:`PerturbedAdam` are the paper's exact form. :func:`perturb` carries
 the same idea to any :class:`torch.optim.Optimizer`: it lets the optimizer compute its update
 :math:`\Delta` and re-applies it as :math:`(k\Delta)/k`.
+
+Step sizes inside the stability bound: :class:`LocalCFL` caps the step of each region of the weights (a
+tensor, a channel, a tile) by its block's curvature; :class:`EigenCFL` caps it only along the top
+eigenvectors of the full Hessian; :class:`SecantSGD` takes it, at no cost, from the secant of the gradient.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Any
 
 import torch
 
+from pdeeos import sharpness
 
-__all__ = ["REGIONS", "SECANT_RULES", "SETTINGS", "LocalCFL", "PerturbedAdam", "PerturbedSGD", "SecantSGD",
-           "check_group_ks", "check_k", "perturb", "reapply_update", "stable_step"]
+__all__ = ["EIGEN_SETTINGS", "REGIONS", "SECANT_RULES", "SETTINGS", "EigenCFL", "LocalCFL", "PerturbedAdam",
+           "PerturbedSGD", "SecantSGD", "check_group_ks", "check_k", "perturb", "reapply_update", "stable_step"]
 
 
 def check_k(k: object) -> int:
@@ -567,3 +572,163 @@ class SecantSGD(PerturbedSGD):
         if not history:
             raise ValueError("SecantSGD has no step size before its first step")
         return history[-1]
+
+
+EIGEN_SETTINGS = ("rank", "lanczos_steps", "every", "safety", "signed", "seed")
+"""EigenCFL's own settings, kept in every parameter group (so in the state dict, and checked on loading)."""
+
+
+class EigenCFL(PerturbedSGD):
+    r"""Gradient descent whose step is shortened only along the top eigenvectors of the full Hessian.
+
+    Every ``every`` steps a warm-started Lanczos run (``lanczos_steps`` Hessian-vector products at most, on
+    the loss of the closure; :func:`pdeeos.sharpness.lanczos`) gives the top ``rank`` Ritz pairs
+    :math:`(\lambda_i, u_i)` of :math:`H + \text{wd}\,I`, the largest algebraic ones (``signed``) or the
+    largest in magnitude. Along each :math:`u_i` whose stable step :math:`c_i = s \cdot 2/|\lambda_i|`
+    (``safety`` :math:`s`; for ``signed``, only :math:`\lambda_i > 0`) is below :math:`\eta`, the step is
+    :math:`c_i`; everywhere else it is :math:`\eta`:
+
+    .. math:: d = g - \sum_{i:\ c_i < \eta} \bigl(1 - c_i/\eta\bigr)(u_i^\top g)\,u_i, \qquad
+              \theta \leftarrow \theta - (k\eta)(d/k),
+
+    the paper's last-bit perturbation ``k`` on the final step (:class:`PerturbedSGD`, no momentum). The
+    next refresh starts Lanczos from the sum of the current Ritz vectors. With no direction capped the
+    update is gradient descent bit for bit. ``hvps`` counts the products; ``sharpness()`` gives the Ritz
+    values and ``step_sizes()`` the step along each; the closure protocol and a bit-exact ``state_dict`` are
+    :class:`LocalCFL`'s.
+    """
+
+    def __init__(self, params: Iterable, lr: float, *, rank: int = 4, lanczos_steps: int = 24, every: int = 10,
+                 safety: float = 0.9, signed: bool = True, weight_decay: float = 0.0, k: int = 1,
+                 seed: int = 0) -> None:
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+        if not (isinstance(safety, (int, float)) and 0 < safety <= 1):
+            raise ValueError(f"safety must be in (0, 1] (a fraction of the stable step); got {safety!r}")
+        for name, value in (("rank", rank), ("lanczos_steps", lanczos_steps), ("every", every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        if lanczos_steps < rank:
+            raise ValueError(f"lanczos_steps ({lanczos_steps}) must be at least rank ({rank})")
+        super().__init__(params, lr, k=k, weight_decay=weight_decay)
+        settings = dict(rank=rank, lanczos_steps=lanczos_steps, every=every, safety=safety, signed=bool(signed),
+                        seed=seed)
+        self.defaults.update(settings)
+        for group in self.param_groups:
+            group.update(settings)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """:meth:`torch.optim.Optimizer.load_state_dict`, refusing a state made with other settings."""
+        for saved in state_dict["param_groups"]:
+            other = {key: saved.get(key) for key in EIGEN_SETTINGS if saved.get(key) != self.defaults[key]}
+            if other:
+                raise ValueError(f"EigenCFL state dict made with other settings: {other}")
+        super().load_state_dict(state_dict)
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    @property
+    def _global(self) -> dict[str, Any]:
+        """The optimizer's own state (Ritz pairs, step and HVP counts), kept with the first parameter."""
+        return self.state[self._params()[0]]
+
+    @property
+    def steps(self) -> int:
+        """Steps taken so far."""
+        return self._global.get("step", 0)
+
+    @property
+    def refresh_due(self) -> bool:
+        """Whether the next step refreshes the Ritz pairs (and so needs a closure)."""
+        return self.steps % self.defaults["every"] == 0
+
+    @property
+    def hvps(self) -> int:
+        """Hessian-vector products spent so far."""
+        return self._global.get("hvps", 0)
+
+    def sharpness(self) -> list[float]:
+        r"""The Ritz values :math:`\lambda_i` of the last refresh."""
+        self._check_started()
+        return list(self._global["ritz_values"])
+
+    def step_sizes(self) -> list[float]:
+        r"""The step along each Ritz vector at the first group's current ``lr``: :math:`\min(\eta, c_i)`."""
+        self._check_started()
+        lr = self.param_groups[0]["lr"]
+        return [min(lr, c) for c in self._caps()]
+
+    def _check_started(self) -> None:
+        if self.steps == 0:
+            raise ValueError("EigenCFL has no Ritz pairs or step sizes before its first step")
+
+    def _caps(self) -> list[float]:
+        """:math:`c_i` of every Ritz pair (``inf`` where the pair sets no bound)."""
+        safety, signed = self.defaults["safety"], self.defaults["signed"]
+        return [math.inf if (value <= 0 if signed else value == 0) else safety * 2 / abs(value)
+                for value in self._global["ritz_values"]]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One update of every parameter that has a gradient, after refreshing the Ritz pairs when due."""
+        check_group_ks(self.param_groups)
+        loss = None
+        if self.refresh_due:
+            if closure is None:
+                raise ValueError(f"EigenCFL refreshes its Ritz pairs every {self.defaults['every']} steps and "
+                                 f"step {self.steps} is one: call step(closure) with closure() returning the "
+                                 "current batch's loss (with its graph, backward not called)")
+            with torch.enable_grad():
+                loss = closure()
+                self._refresh(loss)
+        params = self._params()
+        decayed = {p: d_p for group in self.param_groups for p, d_p in _decayed_gradients(group)}
+        flat = torch.cat([decayed[p].reshape(-1) if p in decayed else torch.zeros_like(p).reshape(-1)
+                          for p in params])
+        for group in self.param_groups:
+            lr = group["lr"]
+            direction = flat.clone()
+            for cap, u in zip(self._caps(), self._global["ritz_vectors"]):
+                if cap < lr:
+                    direction -= (1 - cap / lr) * (u.to(flat) @ flat) * u.to(flat)
+            offset = 0
+            for p in params:
+                size = p.numel()
+                if p in decayed and any(p is q for q in group["params"]):
+                    self._apply(p, direction[offset: offset + size].view_as(p), lr, group["k"])
+                offset += size
+        self._global["step"] = self.steps + 1
+        return loss
+
+    def _refresh(self, loss: torch.Tensor) -> None:
+        r"""New Ritz pairs of :math:`H + \text{wd}\,I` from ``loss``, by Lanczos warm-started from the old ones."""
+        params = self._params()
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        decay = torch.cat([torch.full((p.numel(),), float(self._group_of(p)["weight_decay"]), dtype=p.dtype,
+                                      device=p.device) for p in params])
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            pieces = list(v.split([p.numel() for p in params]))
+            dot = sum((g * piece.view_as(g)).sum() for g, piece in zip(grads, pieces) if g is not None)
+            hv = torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True)
+            return torch.cat([(torch.zeros_like(p) if h is None else h).reshape(-1) for p, h in zip(params, hv)]) \
+                + decay * v
+
+        state, n = self._global, sum(p.numel() for p in params)
+        old = state.get("ritz_vectors")
+        start = None if old is None or not bool(torch.isfinite(old).all()) else old.sum(0)
+        if start is not None and float(start.norm()) == 0:
+            start = None
+        with torch.enable_grad():
+            result = sharpness.lanczos(matvec, n, k=self.defaults["rank"], tol=1e-12,
+                                       max_iter=self.defaults["lanczos_steps"], dtype=params[0].dtype,
+                                       seed=self.defaults["seed"] + self.steps, start=start,
+                                       which="algebraic" if self.defaults["signed"] else "magnitude",
+                                       vectors=True)
+        state["ritz_values"] = [float(v) for v in result.values]
+        state["ritz_vectors"] = result.vectors.detach()
+        state["hvps"] = self.hvps + result.matvecs
+
+    def _group_of(self, p: torch.Tensor) -> dict:
+        return next(group for group in self.param_groups if any(p is q for q in group["params"]))

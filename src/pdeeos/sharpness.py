@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EigenResult", "LossFn", "MatVec", "bottom_eigenvalue", "exact_hessian", "hvp", "hvp_operator",
-           "lanczos", "of_model", "power_iteration", "rayleigh_quotient", "top_eigenvalue", "top_eigenvalues",
+__all__ = ["LANCZOS_ORDERS", "EigenResult", "LossFn", "MatVec", "bottom_eigenvalue", "exact_hessian", "hvp",
+           "hvp_operator", "lanczos", "of_model", "power_iteration", "rayleigh_quotient", "top_eigenvalue", "top_eigenvalues",
            "untouched"]
 
 LossFn = Callable[[], torch.Tensor]
@@ -51,6 +51,8 @@ class EigenResult:
     matvecs: int
     converged: bool
     history: np.ndarray
+    vectors: torch.Tensor | None = None
+    """The Ritz vectors of ``values`` (one unit row each), where the solver was asked for them."""
 
     def products_to_reach(self, reference: float, rtol: float) -> int:
         """Products after which the estimate stays within ``rtol`` of ``reference`` (``ValueError`` if never)."""
@@ -141,17 +143,39 @@ def _product(matvec: MatVec, v: torch.Tensor, dtype: torch.dtype, m: int) -> tor
     return w
 
 
+LANCZOS_ORDERS = ("algebraic", "magnitude")
+"""Which Ritz values :func:`lanczos` returns: the largest algebraic ones, or the largest in magnitude."""
+
+
+def _chosen(theta: np.ndarray, k: int, which: str) -> np.ndarray:
+    """Indices of the ``k`` Ritz values (ascending ``theta``) that :func:`lanczos` reports, first first."""
+    if which == "algebraic":
+        return np.arange(len(theta) - 1, len(theta) - 1 - k, -1)
+    return np.argsort(-np.abs(theta), kind="stable")[:k]
+
+
 def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: int = 200,
-            dtype: torch.dtype = torch.float64, seed: int = 0) -> EigenResult:
-    r"""Largest ``k`` algebraic eigenvalues of a symmetric operator by Lanczos.
+            dtype: torch.dtype = torch.float64, seed: int = 0, start: torch.Tensor | None = None,
+            which: str = "algebraic", vectors: bool = False) -> EigenResult:
+    r"""Largest ``k`` algebraic eigenvalues (``which="magnitude"``: largest in magnitude) of a symmetric
+    operator by Lanczos.
 
     Builds the Krylov basis :math:`Q_m` and tridiagonal :math:`T_m = Q_m^\top H Q_m` (full
     reorthogonalisation); the Ritz values are the eigenvalues :math:`\theta_i` of :math:`T_m`, with
     residual :math:`\|H y_i - \theta_i y_i\| = |\beta_m s_{m,i}|`. Stops when that residual is
-    below ``tol * |theta_i|`` for the top ``k``, or the Krylov space is exhausted.
+    below ``tol * |theta_i|`` for the chosen ``k``, or the Krylov space is exhausted. ``start``: the first
+    Krylov vector (a warm start, normalised here; default a random one from ``seed``); ``vectors``: also
+    return the Ritz vectors :math:`y_i = Q_m^\top s_i`.
     """
     _check_solver_args(n, k, tol, max_iter)
-    basis = [_start_vector(n, dtype, seed)]
+    if which not in LANCZOS_ORDERS:
+        raise ValueError(f"which must be one of {LANCZOS_ORDERS}; got {which!r}")
+    if start is not None:
+        start = start.detach().reshape(-1).to(dtype)
+        norm = torch.linalg.vector_norm(start)
+        if start.numel() != n or not bool(torch.isfinite(norm)) or norm == 0:
+            raise ValueError(f"start must be a finite, non-zero vector of {n} entries")
+    basis = [_start_vector(n, dtype, seed) if start is None else start / norm]
     alphas: list[float] = []
     betas: list[float] = []
     history: list[float] = []
@@ -163,15 +187,24 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
         w = w - q.T @ (q @ w)   # twice is enough (Kahan)
         beta = float(torch.linalg.vector_norm(w))
         theta, s = _ritz(alphas, betas)
-        history.append(theta[-1])
-        top = np.arange(len(theta) - 1, len(theta) - 1 - min(k, m), -1)
+        top = _chosen(theta, min(k, m), which)
+        history.append(theta[top[0]])
         residual = np.abs(beta * s[-1, top])
         done = m >= k and np.all(residual <= tol * np.maximum(np.abs(theta[top]), 1e-30))
         if done or beta == 0.0 or m == n:
-            return EigenResult(theta[::-1][:k], m, True, np.array(history))
+            return _result(theta, s, top, basis[:m], m, True, history, vectors)
         betas.append(beta)
         basis.append(w / beta)
-    return EigenResult(theta[::-1][:k], m, False, np.array(history))
+    return _result(theta, s, top, basis[:m], m, False, history, vectors)
+
+
+def _result(theta: np.ndarray, s: np.ndarray, top: np.ndarray, basis: list[torch.Tensor], m: int,
+            converged: bool, history: list[float], vectors: bool) -> EigenResult:
+    ritz = None
+    if vectors:
+        q = torch.stack(basis)
+        ritz = torch.from_numpy(np.ascontiguousarray(s[:, top].T)).to(q) @ q
+    return EigenResult(theta[top], m, converged, np.array(history), ritz)
 
 
 def _ritz(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
