@@ -1,6 +1,6 @@
 r"""The tangent map of SGD on one's own ``nn.Module``: log stretches for a Lyapunov exponent.
 
-:class:`pdeeos.Twins` measures how fast a last-bit difference grows by running twins; this module measures
+:class:`pdeeos.twins.Twins` measures how fast a last-bit difference grows by running twins; this module measures
 the same growth without twins, from the Jacobian of the training map. SGD with momentum :math:`\mu` and
 weight decay :math:`w` (:class:`torch.optim.SGD`'s conventions, no dampening) is a map on the state
 :math:`(\theta, b)` of weights and momentum buffer,
@@ -24,7 +24,7 @@ records :math:`\log(\|(\delta\theta', \delta b')\| / \|(\delta\theta, \delta b)\
 The caveat for ReLU (and other kinked activations): the Hessian of a ReLU network is the Hessian of its
 current linear pieces. A twin whose difference moves a pre-activation across 0 jumps to another piece,
 a change the tangent map does not see, so a ReLU network's twins can grow where its tangent exponent is
-negative, and the twin-based rate of :meth:`pdeeos.Twins.growth` is the default. For smooth activations
+negative, and the twin-based rate of :meth:`pdeeos.twins.Twins.growth` is the default. For smooth activations
 (tanh, GELU, Swish) the two agree while the twins' distance is small.
 """
 
