@@ -429,3 +429,18 @@ def test_pde_comparison_from_other_kernels_starts_from_each_seeds_draw(tmp_path)
     official = local_cfl.Kernel(6).kernel
     assert torch.equal(local_cfl.Kernel(6, 7).kernel, official)
     assert not torch.equal(local_cfl.Kernel(6, 0).kernel, official)
+
+
+def test_a_block_without_curvature_is_capped_once_it_has_some():
+    """A block whose Hessian is exactly 0 (no weight decay) maps its power vector to 0; the next refresh
+    starts it afresh, so when the block turns stiff it is capped (it stayed uncapped for good before)."""
+    x = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    opt = LocalCFL([x], 0.05, every=2, power_iterations=3)
+    for step in range(8):
+        loss = (lambda: 0.0 * x.sum()) if step < 2 else (lambda: 0.5 * x @ STIFF @ x)
+        opt.zero_grad()
+        loss().backward()
+        opt.step(loss)
+    ((rho,),) = opt.sharpness()
+    assert rho == pytest.approx(float(torch.linalg.eigvalsh(STIFF)[-1]), rel=1e-2)
+    assert opt.step_sizes()[0][0] < 0.05

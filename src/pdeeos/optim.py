@@ -470,10 +470,13 @@ class LocalCFL(PerturbedSGD):
                 break
             previous = rho
             norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
+            if norm == 0:      # a block with no curvature sent the vector to 0: start it afresh, or it stays 0
+                norm = self._restart(pieces)
             for _, _, v in pieces:
-                v.div_(norm if norm > 0 else 1.0)
+                v.div_(norm)
             dot = sum(_piece(grads[p], index).mul(v).sum() for p, index, v in pieces if grads[p] is not None)
-            hv = torch.autograd.grad(dot, [p for p, _, _ in pieces], retain_graph=True, allow_unused=True)
+            hv = (torch.autograd.grad(dot, [p for p, _, _ in pieces], retain_graph=True, allow_unused=True)
+                  if isinstance(dot, torch.Tensor) and dot.requires_grad else [None] * len(pieces))   # a linear loss
             squared = 0.0
             for (p, index, v), h in zip(pieces, hv):
                 h = _piece(torch.zeros_like(p) if h is None else h, index) + group_of[p]["weight_decay"] * v
@@ -485,6 +488,14 @@ class LocalCFL(PerturbedSGD):
         for _, _, v in pieces:
             v.div_(norm if norm > 0 else 1.0)
         return rho
+
+    def _restart(self, pieces: list[tuple[torch.Tensor, Index, torch.Tensor]]) -> float:
+        """Fill a region's power vector afresh with normal draws (seeded by ``seed`` and the step, so a resumed
+        run draws the same); return its norm."""
+        gen = torch.Generator().manual_seed(self.defaults["seed"] + 1_000_003 * (self.steps + 1))
+        for _, _, v in pieces:
+            v.copy_(torch.randn(v.shape, generator=gen, dtype=v.dtype))
+        return math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
 
     def _apply(self, p: torch.Tensor, d_p: torch.Tensor, lr: float, k: int) -> None:
         r"""The perturbed step of :class:`PerturbedSGD` with each region's :math:`\eta_r = \min(\eta, b_r)`."""
