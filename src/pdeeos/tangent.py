@@ -24,11 +24,11 @@ records :math:`\log(\|(\delta\theta', \delta b')\| / \|(\delta\theta, \delta b)\
 The caveat for ReLU (and other kinked activations): the Hessian of a ReLU network is the Hessian of its
 current linear pieces, so the tangent map does not see a difference that moves a pre-activation across 0,
 and it can understate how fast a ReLU network's twins separate. ``scripts/tangent_vs_twins.py`` measures
-both on chapter 9's MLPs (Fashion-MNIST, SGD at lr 0.2 with momentum 0.9, 300 steps, seeds 0 and 1). On one CPU the
-ReLU twins grow at 0.38 and 0.23 a step, against tangent exponents of 0.25 and 0.05 over steps 0-100. For
-tanh the figures are 0.11 and 0.10 against 0.11 and 0.11, and for GELU 0.38 and 0.10 against 0.51 and 0.13.
-The two are not the same measurement: the twins' rate is fitted from their onset to saturation, while the
-exponent averages the reference run's stretches over a fixed window. So the twin-based rate of
+both on chapter 9's MLPs (Fashion-MNIST, SGD at lr 0.2 with momentum 0.9, 300 steps, seeds 0 and 1). On one
+CPU the ReLU twins grow at 0.38 and 0.23 a step, against tangent exponents of 0.25 and 0.05 over steps
+0-100. For tanh the figures are 0.11 and 0.10 against 0.11 and 0.11, and for GELU 0.38 and 0.10 against 0.51
+and 0.13. The two are not the same measurement: the twins' rate is fitted from their onset to saturation,
+while the exponent averages the reference run's stretches over a fixed window. So the twin-based rate of
 :meth:`pdeeos.twins.Twins.growth` is the default, and the tangent exponent is a cross-check.
 """
 
