@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pdeeos import sharpness
+from pdeeos.optim import PerturbedAdam, adam_edge, adam_preconditioner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -221,3 +222,30 @@ def test_lanczos_warm_start_magnitude_order_and_ritz_vectors() -> None:
         sharpness.lanczos(lambda v: h @ v, 30, which="smallest")
     with pytest.raises(ValueError, match="start must be"):
         sharpness.lanczos(lambda v: h @ v, 30, start=torch.zeros(30))
+
+
+@pytest.mark.parametrize("make", [lambda p: torch.optim.Adam(p, lr=1e-2), lambda p: torch.optim.AdamW(p, lr=1e-2),
+                                  lambda p: PerturbedAdam(p, 1e-2, k=3)], ids=["adam", "adamw", "perturbed"])
+def test_preconditioned_sharpness_of_adam_is_that_of_its_scaled_hessian(make) -> None:
+    """Adam's own edge: λ_max(P^{-1/2} H P^{-1/2}) with P^{-1} from the optimizer's second moments, against
+    the matrix computed by hand; the threshold 38/η at β1 = 0.9 (Cohen et al. 2022)."""
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    h = q @ torch.diag(torch.tensor([50.0, 9.0, 4.0, 1.0, 0.5, 0.1], dtype=torch.float64)) @ q.T
+    theta = torch.nn.Parameter(torch.linspace(-1, 1, 6, dtype=torch.float64))
+    opt = make([theta])
+    with pytest.raises(ValueError, match="has stepped"):
+        adam_preconditioner(opt)
+    for _ in range(5):
+        opt.zero_grad()
+        (0.5 * theta @ h @ theta).backward()
+        opt.step()
+    (inverse,) = adam_preconditioner(opt)
+    state = opt.state[theta]
+    expected = 1 / ((state["exp_avg_sq"] / (1 - 0.999 ** float(state["step"]))).sqrt() + 1e-8)
+    assert torch.allclose(inverse, expected, rtol=1e-12)
+    scaled = torch.diag(inverse.sqrt()) @ h @ torch.diag(inverse.sqrt())
+    value = sharpness.preconditioned_top_eigenvalue(lambda: 0.5 * theta @ h @ theta, [theta], [inverse], tol=1e-10)
+    assert value == pytest.approx(float(torch.linalg.eigvalsh(scaled)[-1]), rel=1e-8)
+    assert adam_edge(1e-2) == pytest.approx(3800.0)
+    with pytest.raises(ValueError, match="finite and positive"):
+        sharpness.preconditioned_top_eigenvalue(lambda: 0.5 * theta @ h @ theta, [theta], [-inverse])

@@ -28,7 +28,7 @@ import torch
 from pdeeos import sharpness
 
 __all__ = ["EIGEN_SETTINGS", "REGIONS", "SECANT_RULES", "SETTINGS", "EigenCFL", "LocalCFL", "PerturbedAdam",
-           "PerturbedSGD", "SecantSGD", "check_group_ks", "check_k", "perturb", "reapply_update", "stable_step"]
+           "PerturbedSGD", "SecantSGD", "adam_edge", "adam_preconditioner", "check_group_ks", "check_k", "perturb", "reapply_update", "stable_step"]
 
 
 def check_k(k: object) -> int:
@@ -268,6 +268,34 @@ def stable_step(sharpness: float, *, momentum: float = 0.0, nesterov: bool = Fal
         return math.inf
     factor = 2 * (1 + momentum) / (1 + 2 * momentum) if nesterov else 2 * (1 + momentum)
     return factor / sharpness
+
+
+def adam_edge(lr: float, beta1: float = 0.9) -> float:
+    r"""The preconditioned sharpness at which Adam with a frozen preconditioner loses stability (Cohen et al.
+    2022, "Adaptive gradient methods at the edge of stability"): :math:`(2 + 2\beta_1)/((1 - \beta_1)\,\eta)`,
+    38/η at :math:`\beta_1 = 0.9`; compare it with :func:`pdeeos.sharpness.preconditioned_top_eigenvalue`."""
+    _check_nonnegative(lr=lr)
+    if not 0 <= beta1 < 1 or lr == 0:
+        raise ValueError(f"lr must be > 0 and beta1 in [0, 1); got lr={lr!r}, beta1={beta1!r}")
+    return (2 + 2 * beta1) / ((1 - beta1) * lr)
+
+
+def adam_preconditioner(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    r"""The diagonal of :math:`P^{-1}` of an Adam-type optimizer (:class:`torch.optim.Adam`, ``AdamW``,
+    :class:`PerturbedAdam`) at its last step, one tensor per parameter in group order:
+    :math:`1/(\sqrt{v_t/(1 - \beta_2^t)} + \epsilon)`, where the update is :math:`\eta\,P^{-1}\hat m_t`.
+    ``ValueError`` for a parameter that has no second-moment state yet (before the first step)."""
+    out = []
+    for group in optimizer.param_groups:
+        beta2, eps = group["betas"][1], group["eps"]
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if "exp_avg_sq" not in state:
+                raise ValueError("adam_preconditioner needs an Adam-type optimizer that has stepped: a parameter "
+                                 "has no exp_avg_sq")
+            step = float(state["step"])
+            out.append(1 / ((state["exp_avg_sq"] / (1 - beta2 ** step)).sqrt() + eps))
+    return out
 
 
 Index = int | tuple[slice, ...] | None

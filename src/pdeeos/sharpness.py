@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 __all__ = ["LANCZOS_ORDERS", "EigenResult", "LossFn", "MatVec", "bottom_eigenvalue", "exact_hessian", "hvp",
-           "hvp_operator", "lanczos", "of_model", "power_iteration", "rayleigh_quotient", "top_eigenvalue", "top_eigenvalues",
+           "hvp_operator", "lanczos", "of_model", "power_iteration", "preconditioned_top_eigenvalue", "rayleigh_quotient", "top_eigenvalue", "top_eigenvalues",
            "untouched"]
 
 LossFn = Callable[[], torch.Tensor]
@@ -261,6 +261,28 @@ def top_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Te
     in chunks).
     """
     return float(top_eigenvalues(loss_fn, params, tol=tol, max_iter=max_iter).values[0])
+
+
+def preconditioned_top_eigenvalue(loss_fn: LossFn | Sequence[LossFn], params: Iterable[torch.Tensor],
+                                  inverse_preconditioner: Sequence[torch.Tensor], *, tol: float = 1e-6,
+                                  max_iter: int = 200, seed: int = 0) -> float:
+    r"""The preconditioned sharpness :math:`\lambda_{\max}(P^{-1}\nabla^2 L) = \lambda_{\max}(P^{-1/2}\nabla^2 L\,
+    P^{-1/2})` for a diagonal preconditioner given by the diagonal of :math:`P^{-1}`
+    (``inverse_preconditioner``, one positive tensor per parameter; for Adam
+    :func:`pdeeos.optim.adam_preconditioner`), by Lanczos on :math:`v \mapsto P^{-1/2} H P^{-1/2} v`.
+    An adaptive method is at its own edge of stability when this reaches its threshold
+    (:func:`pdeeos.optim.adam_edge`), not when :math:`\lambda_{\max}(\nabla^2 L)` reaches :math:`2/\eta`."""
+    params = _check_params(params)
+    scale = [torch.as_tensor(d) for d in inverse_preconditioner]
+    if len(scale) != len(params) or any(d.shape != p.shape for d, p in zip(scale, params)):
+        raise ValueError("inverse_preconditioner must give one tensor shaped like each parameter")
+    if not all(bool((d > 0).all()) and bool(torch.isfinite(d).all()) for d in scale):
+        raise ValueError("inverse_preconditioner must be finite and positive")
+    root = torch.cat([d.detach().reshape(-1).sqrt() for d in scale]).to(params[0].dtype)
+    matvec, n = hvp_operator(loss_fn, params)
+    result = lanczos(lambda v: root * matvec(root * v), n, tol=tol, max_iter=max_iter, dtype=params[0].dtype,
+                     seed=seed)
+    return float(result.values[0])
 
 
 @contextmanager
