@@ -3,7 +3,8 @@
 The naive reference is the official script's algorithm (a Python double loop gathers every 32x32
 patch, one matrix product forward, one backward; float64), minus its input-gradient pass, which the
 kernel update never uses. Both do the same work, Fig. 5 of the paper: eight step sizes, k in {1, 3},
-1000 iterations of the 256x256 checkerboard. The naive loop is timed on a few iterations and its
+1000 iterations of the 256x256 checkerboard; the periodic method (the checkerboard's four output values)
+is timed on the same work. The naive loop is timed on a few iterations and its
 per-iteration cost scaled to the full work; both are measured in this run.
 
     python scripts/bench_cnnpde.py [--naive-iterations 3] [--threads 1]
@@ -59,6 +60,12 @@ def main() -> None:
     run = cnnpde.simulate(image, kernel0, DTS, k=KS, alpha=ALPHA, beta=BETA, steps=STEPS)
     fast_total = time.perf_counter() - start
 
+    start = time.perf_counter()
+    periodic = cnnpde.simulate(image, kernel0, DTS, k=KS, alpha=ALPHA, beta=BETA, steps=STEPS, method="periodic")
+    periodic_total = time.perf_counter() - start
+    stable = DTS.index(0.03)
+    assert np.allclose(periodic.loss[:, stable], run.loss[:, stable], rtol=1e-10)
+
     check = cnnpde.simulate(image, kernel0, DTS[:1], alpha=ALPHA, beta=BETA, steps=args.naive_iterations)
     assert np.isclose(check.loss[0, -1], naive_loss, rtol=1e-12), (check.loss[0, -1], naive_loss)
     assert run.loss.shape == (len(KS), len(DTS), STEPS)
@@ -67,6 +74,8 @@ def main() -> None:
           f"(timed on {args.naive_iterations}) -> {naive_total:.0f} s for the work")
     print(f"pdeeos.pde.cnnpde.simulate (FFT, {args.threads} threads): {fast_total:.1f} s")
     print(f"ratio naive / pdeeos: {naive_total / fast_total:.0f}x")
+    print(f"pdeeos.pde.cnnpde.simulate (periodic: the checkerboard's four values): {periodic_total:.2f} s, "
+          f"{fast_total / periodic_total:.1f}x faster than FFT (the same loss to 1e-10 at dt 0.03)")
 
 
 if __name__ == "__main__":

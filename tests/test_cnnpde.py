@@ -41,6 +41,8 @@ def test_swish_derivatives_match_autograd(derivative, order):
 @pytest.mark.parametrize("method", cnnpde.METHODS)
 @pytest.mark.parametrize("image_kind", ["checkerboard", "random"])
 def test_gradient_is_theorem_5_1_and_matches_autograd(method, image_kind):
+    if method == "periodic" and image_kind == "random":
+        pytest.skip("the periodic method takes only 2-periodic images (tested to refuse others)")
     image = cnnpde.checkerboard(20) if image_kind == "checkerboard" else _random((20, 17), 1)
     kernel = _random((6, 6), 2)
     y, alpha, beta = 0.8, 3.0, 1.3
@@ -270,3 +272,28 @@ def test_autograd_loss_gives_thm_5_1_gradient_and_the_exact_hessian():
     hv, = torch.autograd.grad((grad * v).sum(), kernel)
     exact = cnnpde.hessian(kernel.detach(), image) @ v.reshape(-1)
     torch.testing.assert_close(hv.reshape(-1), exact, rtol=1e-10, atol=1e-12)
+
+
+def test_the_periodic_method_is_the_fft_method_to_rounding_on_the_checkerboard() -> None:
+    """On a 2-periodic image the four-value correlations equal the FFT ones to rounding: the same loss, the
+    same regimes, the same trajectory while the map does not amplify rounding; any other image is refused."""
+    from pdeeos.pde.cnnpde import _Correlator
+
+    image, kernel = cnnpde.checkerboard(64), cnnpde.official_kernel(8, seed=7)
+    fft, periodic = _Correlator(image, 8, "fft"), _Correlator(image, 8, "periodic")
+    kernels = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = fft.forward(kernels)
+    compact = periodic.forward(kernels)
+    assert torch.allclose(full[:, :2, :2], compact, rtol=1e-13, atol=1e-13)
+    maps = compact ** 2          # a map that is 2-periodic too, given by its four values
+    assert torch.allclose(periodic.adjoint(maps), fft.adjoint(full ** 2), rtol=1e-12, atol=1e-12)
+    assert cnnpde.loss(kernel, image, method="periodic").item() == pytest.approx(cnnpde.loss(kernel, image).item(),
+                                                                                 rel=1e-13)
+    runs = {m: cnnpde.simulate(image, kernel, [0.01, 0.03, 0.12], steps=300, method=m, tangent_seed=0)
+            for m in ("fft", "periodic")}
+    np.testing.assert_allclose(runs["periodic"].loss[:2], runs["fft"].loss[:2], rtol=1e-11)
+    np.testing.assert_allclose(runs["periodic"].log_stretch[:2], runs["fft"].log_stretch[:2], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(runs["periodic"].regimes[:2], runs["fft"].regimes[:2])
+    assert cnnpde.blows_up(runs["periodic"].loss)[2] == cnnpde.blows_up(runs["fft"].loss)[2]
+    with pytest.raises(ValueError, match="period 2"):
+        cnnpde.simulate(torch.randn(16, 16, dtype=torch.float64), kernel, 0.01, steps=2, method="periodic")

@@ -61,7 +61,13 @@ __all__ = [
 REGIMES: tuple[str, ...] = ("activated", "transitioning", "not activated")
 """Table 3's regimes, in the order of ``Trajectory.regimes``' last axis."""
 
-METHODS: tuple[str, ...] = ("fft", "direct")
+METHODS: tuple[str, ...] = ("fft", "direct", "periodic")
+"""How the correlations with the image are computed: batched FFTs, ``conv2d``, or, for an image that repeats
+with period 2 along both axes (the :func:`checkerboard`), from its 2 x 2 pattern: every output position then
+takes one of four values, each a sum of :math:`w^2` products, and a map over the output is kept as those four
+values with their counts of positions, so a step costs :math:`O(w^2)` operations instead of FFTs of the whole
+image. The three round differently, so their runs agree to rounding only (and part ways where the map
+amplifies rounding)."""
 
 
 # ----------------------------------------------------------------------------- data of the paper
@@ -121,6 +127,11 @@ class _Correlator:
         self.out = (self.size[0] - w + 1, self.size[1] - w + 1)
         if method == "fft":
             self.image_hat = torch.fft.rfft2(image)
+        self.positions = self.out[0] * self.out[1]
+        if method == "periodic":
+            self.tiles = self._pattern_tiles(image, w)
+            self.counts = torch.tensor([[len(range(p, self.out[0], 2)) * len(range(q, self.out[1], 2))
+                                         for q in (0, 1)] for p in (0, 1)], dtype=image.dtype)
 
     def _circular(self, x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """Pruned FFTs: transform only the rows of ``x`` that are non-zero, invert only the rows kept."""
@@ -132,14 +143,54 @@ class _Correlator:
     def _direct(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(self.image[None, None], x[:, None])[0]
 
+    @staticmethod
+    def _pattern_tiles(image: torch.Tensor, w: int) -> torch.Tensor:
+        r""":math:`T_{pq}[a, b] = I[(p + a) \bmod 2, (q + b) \bmod 2]` (``(2, 2, w, w)``) for an image with period 2
+        along both axes; ``ValueError`` for any other image."""
+        pattern = image[:2, :2]
+        rows, cols = image.shape
+        if rows < 2 or cols < 2 or not torch.equal(image, pattern.repeat((rows + 1) // 2, (cols + 1) // 2)[:rows, :cols]):
+            raise ValueError("method 'periodic' needs an image that repeats with period 2 along both axes "
+                             "(such as the checkerboard)")
+        a = torch.arange(w)
+        return torch.stack([torch.stack([pattern[(p + a)[:, None] % 2, (q + a)[None, :] % 2] for q in (0, 1)])
+                            for p in (0, 1)])
+
+    def _periodic_forward(self, kernels: torch.Tensor) -> torch.Tensor:
+        r"""The output as its four values (``(B, 2, 2)``): :math:`C[m] = V[m_1 \bmod 2, m_2 \bmod 2]` with
+        :math:`V[p, q] = \sum_{a,b} K[a, b]\,T_{pq}[a, b]`."""
+        return (kernels[:, None, None] * self.tiles).sum(dim=(-2, -1))
+
+    def _periodic_adjoint(self, maps: torch.Tensor) -> torch.Tensor:
+        r""":math:`G[a, b] = \sum_{p,q} n_{pq} E_{pq}\,T_{pq}[a, b]` for a map given by its four values
+        :math:`E_{pq}` (``(B, 2, 2)``), :math:`n_{pq}` the output positions of each."""
+        return ((maps * self.counts)[:, :, :, None, None] * self.tiles).sum(dim=(1, 2))
+
+    def total(self, maps: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+        """The sum of output maps over the output positions (of their four values weighted by their counts,
+        for the periodic method)."""
+        if self.method == "periodic":
+            return (maps * self.counts).sum(dim=(-2, -1), keepdim=keepdim)
+        return maps.sum(dim=(-2, -1), keepdim=keepdim)
+
+    def mean(self, maps: torch.Tensor) -> torch.Tensor:
+        """The mean of output maps over the output positions."""
+        if self.method == "periodic":
+            return self.total(maps) / self.positions
+        return maps.mean(dim=(-2, -1))
+
     def forward(self, kernels: torch.Tensor) -> torch.Tensor:
         if self.method == "fft":
             return self._circular(kernels, *self.out)
+        if self.method == "periodic":
+            return self._periodic_forward(kernels)
         return self._direct(kernels)
 
     def adjoint(self, maps: torch.Tensor) -> torch.Tensor:
         if self.method == "fft":
             return self._circular(maps, self.w, self.w)
+        if self.method == "periodic":
+            return self._periodic_adjoint(maps)
         return self._direct(maps)
 
 
@@ -174,17 +225,17 @@ def _loss_grad(kernels: torch.Tensor, corr: _Correlator, y: float, alpha: float,
     The cross-entropy is written :math:`\mathrm{softplus}(z) - yz` with :math:`z` the pooled activation.
     """
     pre = corr.forward(kernels)
-    loss, z = _pooled_loss(kernels, pre, y, alpha, beta)
-    error = (torch.sigmoid(z) - y) / (pre.shape[-2] * pre.shape[-1])
+    loss, z = _pooled_loss(kernels, pre, corr, y, alpha, beta)
+    error = (torch.sigmoid(z) - y) / corr.positions
     grad = corr.adjoint(error[:, None, None] * swish_derivative(pre, beta)) + alpha * kernels
     return loss, grad, pre
 
 
-def _pooled_loss(kernels: torch.Tensor, pre: torch.Tensor, y: float, alpha: float,
+def _pooled_loss(kernels: torch.Tensor, pre: torch.Tensor, corr: _Correlator, y: float, alpha: float,
                  beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Loss :math:`\mathrm{softplus}(z) - yz + \tfrac{\alpha}{2}\|K\|^2` and pooled activation
     :math:`z = \tfrac{1}{M^2}\sum_x r(K\star I)(x)` from the pre-activations ``pre`` of ``kernels``."""
-    z = swish(pre, beta).mean(dim=(-2, -1))
+    z = corr.mean(swish(pre, beta))
     return F.softplus(z) - y * z + 0.5 * alpha * kernels.square().sum(dim=(-2, -1)), z
 
 
@@ -195,7 +246,7 @@ def loss(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: fl
     _check_image_kernel(image, kernel)
     _check_model(y, alpha, beta)
     corr = _Correlator(image.to(kernel.dtype), kernel.shape[0], method)
-    return _pooled_loss(kernel[None], corr.forward(kernel[None]), y, alpha, beta)[0][0]
+    return _pooled_loss(kernel[None], corr.forward(kernel[None]), corr, y, alpha, beta)[0][0]
 
 
 def loss_and_grad(kernel: torch.Tensor, image: torch.Tensor, *, y: float = 1.0, alpha: float = 20.0,
@@ -333,11 +384,11 @@ def _as_batch(values: float | Sequence[float], name: str, *, minimum: float, str
     return arr
 
 
-def _regime_fractions(pre: torch.Tensor, beta: float, threshold: float) -> torch.Tensor:
+def _regime_fractions(pre: torch.Tensor, corr: _Correlator, beta: float, threshold: float) -> torch.Tensor:
     """Fractions of positions with :math:`\\beta C > t`, :math:`|\\beta C| \\le t`, :math:`\\beta C < -t`."""
     x = beta * pre
-    on = (x > threshold).double().mean(dim=(-2, -1))
-    off = (x < -threshold).double().mean(dim=(-2, -1))
+    on = corr.mean((x > threshold).double())
+    off = corr.mean((x < -threshold).double())
     return torch.stack([on, 1 - on - off, off], dim=-1)
 
 
@@ -373,7 +424,7 @@ def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
         raise ValueError(f"tangent_seed must be an integer or None; got {tangent_seed!r}")
     corr = _Correlator(image.to(dtype), kernel0.shape[0], method)
     tangent0 = None if tangent_seed is None else _unit_gaussian(kernel0.shape, tangent_seed, dtype)
-    chunk = _CHUNK if method == "fft" else scale.shape[0]
+    chunk = scale.shape[0] if method == "direct" else _CHUNK
     runs = [_evolve(corr, kernel0.to(dtype), scale[i:i + chunk], divisor[i:i + chunk], steps=steps,
                     y=y, alpha=alpha, beta=beta, record_every=record_every, threshold=regime_threshold,
                     tangent0=tangent0)
@@ -393,7 +444,7 @@ def simulate(image: torch.Tensor, kernel0: torch.Tensor, dts: float | Sequence[f
 
 
 _CHUNK = 1
-"""Runs the FFT method advances together. One at a time keeps the FFT work in cache (about 3x faster than
+"""Runs the FFT and periodic methods advance together. One at a time keeps the FFT work in cache (about 3x faster than
 one batch of 16 here) and makes each run's bits independent of its batch: batched element-wise kernels
 round the elements at vector and thread boundaries differently, so a run's last bit would depend on its
 neighbours. The direct method advances the whole batch at once: ``conv2d`` with one output channel is
@@ -414,10 +465,10 @@ def _hessian_vector(kernels: torch.Tensor, pre: torch.Tensor, v: torch.Tensor, c
     .. math:: \nabla^2 L\,v = \Bigl[\tfrac{s'(z)\,(g\cdot v)}{M^2}\,r'(C)
               + \tfrac{s(z) - y}{M^2}\,r''(C)\,(v\star I)\Bigr]\star I + \alpha v .
     """
-    positions = pre.shape[-2] * pre.shape[-1]
-    s = torch.sigmoid(swish(pre, beta).mean(dim=(-2, -1)))[:, None, None]
+    positions = corr.positions
+    s = torch.sigmoid(corr.mean(swish(pre, beta)))[:, None, None]
     first, moved = swish_derivative(pre, beta), corr.forward(v)
-    g_dot_v = (first * moved).sum(dim=(-2, -1), keepdim=True) / positions
+    g_dot_v = corr.total(first * moved, keepdim=True) / positions
     weights = (s * (1 - s) * g_dot_v * first + (s - y) * swish_second_derivative(pre, beta) * moved) / positions
     return corr.adjoint(weights) + alpha * v
 
@@ -436,7 +487,7 @@ def _evolve(corr: _Correlator, kernel0: torch.Tensor, scale: torch.Tensor, divis
             history.append(kernels)
         loss, grad, pre = _loss_grad(kernels, corr, y, alpha, beta)
         losses.append(loss)
-        regimes.append(_regime_fractions(pre, beta, threshold))
+        regimes.append(_regime_fractions(pre, corr, beta, threshold))
         if tangent is not None:
             tangent = tangent - dts * _hessian_vector(kernels, pre, tangent, corr, y, alpha, beta)
             norm = tangent.norm(dim=(-2, -1), keepdim=True)
