@@ -297,3 +297,28 @@ def test_the_periodic_method_is_the_fft_method_to_rounding_on_the_checkerboard()
     assert cnnpde.blows_up(runs["periodic"].loss)[2] == cnnpde.blows_up(runs["fft"].loss)[2]
     with pytest.raises(ValueError, match="period 2"):
         cnnpde.simulate(torch.randn(16, 16, dtype=torch.float64), kernel, 0.01, steps=2, method="periodic")
+
+
+def test_the_dense_grid_runs_at_ci_scale_stores_its_shapes_and_resumes(tmp_path) -> None:
+    """``cnnpde-dense`` at ci scale: every array has the shape its config gives, the classes and fates are
+    codes, the twins' rate and the tangent exponent over the same window are stored side by side, and a
+    second run reads every chunk back from its checkpoint (the same arrays)."""
+    from pdeeos.book.experiments import cnnpde_dense, load_run, run_experiment
+    from pdeeos import lyapunov
+
+    run = run_experiment("cnnpde-dense", "ci", device="cpu", root=tmp_path, show_progress=False)
+    cfg = cnnpde_dense.EXPERIMENT.configs["ci"]
+    for name, shape in cnnpde_dense.shapes(cfg).items():
+        assert run.arrays[name].shape == shape, name
+    a = run.arrays
+    assert set(np.unique(a["class"])) <= set(range(len(cnnpde.RUN_CLASSES)))
+    assert set(np.unique(a["twin_fate"])) <= set(range(-1, len(lyapunov.FATES)))
+    assert a["twin_rate"].shape == a["exponent_twin_window"].shape == a["exponent_late"].shape
+    assert sum(run.summary[f"{c}_runs"] for c in cnnpde.RUN_CLASSES) == a["class"].size
+    again = run_experiment("cnnpde-dense", "ci", device="cpu", root=tmp_path, show_progress=False)
+    assert all(np.array_equal(a[k], again.arrays[k], equal_nan=True) for k in a)
+    assert load_run("cnnpde-dense", "ci", root=tmp_path).summary == run.summary
+    from pdeeos.book import ledger
+
+    ours, verdict = ledger._dense_grid({"cnnpde-dense": run})
+    assert verdict in ledger.VERDICTS and "initial kernels" in ours

@@ -333,6 +333,31 @@ def _fig5_rell1(runs: Runs) -> tuple[str, str]:
     return ours, "reproduced" if paper_ok and all_amplify else "partly" if paper_ok else "not reproduced"
 
 
+DENSE_RULE = ("on the dense grid (every step size × initial kernel of cnnpde-dense whose run is periodic or "
+              "chaotic), the k = 3 twin ends apart when the median of its RelL1 over the last quarter of the run is "
+              "at least 100× the float64 rounding floor (KEPT_RISE × 1e-12); reproduced if at least 90 % of the "
+              "chaotic and at least 90 % of the periodic runs end apart; not reproduced if fewer than 50 % of the "
+              "periodic ones do; partly otherwise")
+"""The rule of the dense-grid row, fixed before its run was stored."""
+
+
+def _dense_grid(runs: Runs) -> tuple[str, str]:
+    a = runs["cnnpde-dense"].arrays
+    record = a["twin_rel_l1"]
+    tail = record[..., -max(1, record.shape[-1] // 4):]
+    with np.errstate(invalid="ignore"):
+        apart = np.median(tail, axis=-1) >= lyapunov.KEPT_RISE * lyapunov.rounding_floor("float64")
+    names = np.array(cnnpde.RUN_CLASSES)[a["class"]]
+    count = {c: (int(apart[names == c].sum()), int((names == c).sum())) for c in ("chaotic", "periodic")}
+    share = {c: kept / total if total else float("nan") for c, (kept, total) in count.items()}
+    ours = (f"{a['dts'].size} step sizes × {a['class'].shape[0]} initial kernels: the twins end apart at "
+            f"{count['chaotic'][0]} of {count['chaotic'][1]} chaotic runs and {count['periodic'][0]} of "
+            f"{count['periodic'][1]} periodic ones")
+    if share["chaotic"] >= 0.9 and share["periodic"] >= 0.9:
+        return ours, "reproduced"
+    return ours, "not reproduced" if share["periodic"] < 0.5 else "partly"
+
+
 def _implementations(runs: Runs) -> tuple[str, str]:
     a = runs["cnnpde-regimes"].arrays
     final = a["rel_l1_direct"][:, -1]
@@ -725,6 +750,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Fig. 5 right", SUN, "RelL1 between k = 1 and k = 3 runs: attenuated when stable, grows then levels off when restrained",
           "attenuated / amplified and bounded", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
           ("cnnpde-regimes",), _fig5_rell1, FIG5_RULE),
+    Claim("Fig. 5 right, dense", BOOK, "the book's question, not a claim of the paper: on a dense grid of step "
+          "sizes over the restrained range, from three initial kernels, do restrained runs keep the last-bit "
+          "difference their twins amplified, periodic runs as well as chaotic ones?",
+          "— (the paper samples eight step sizes)", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
+          ("cnnpde-dense",), _dense_grid, DENSE_RULE),
     Claim("Two implementations", BOOK, "the book's own check, not a claim of the paper: two equal "
           "implementations of the one-layer PDE (FFT and direct convolution) agree at Δt ≤ 0.03 and "
           "disagree at 0.05–0.09, as the k trick predicts", "— (not in the paper)", "05-one-layer-cnn", "Beyond the k trick: two implementations, two precisions",
@@ -930,7 +960,7 @@ def central_markdown(table: list[Row], *, chapters: str = "../chapters") -> str:
 
 
 __all__ = ["APP_B_RULE", "APPF_RULE", "badge", "BADGES", "BOOK", "CENTRAL", "central", "central_markdown",
-           "Claim", "CLAIMS", "counts", "drift_kind", "DRIFT_RULE", "EOS_SHARE", "FIG11_RULE",
+           "Claim", "CLAIMS", "counts", "drift_kind", "DENSE_RULE", "DRIFT_RULE", "EOS_SHARE", "FIG11_RULE",
            "FIG5_BOUNDARY_RULE", "FIG5_RULE", "FIG6_RULE", "LAYER_ONSET", "LAYERS_RULE",
            "LOCAL_CFL_PDE_RULE", "LOCAL_CFL_RESNET_RULE", "LOCAL_CFL_TANH_RULE", "markdown",
            "OWN_AMPLIFIED_RULE", "OWN_CHURN_RULE", "paper_spreads", "PAPER_SUMMARY", "PAPER_TABLES", "Row",
