@@ -317,7 +317,76 @@ def _piece(t: torch.Tensor, index: Index) -> torch.Tensor:
     return t if index is None else t[index]
 
 
-class LocalCFL(PerturbedSGD):
+class _Refreshed(PerturbedSGD):
+    """What :class:`LocalCFL` and :class:`EigenCFL` share: their own settings, kept in every parameter group
+    (so in the state dict) and checked when a state dict is loaded; a refresh of their curvature from the
+    closure's loss every ``every`` steps; the step count; the checks of their arguments."""
+
+    OWN_SETTINGS: tuple[str, ...] = ()
+    """The names of the optimizer's own settings."""
+    REFRESHED = "its curvature"
+    """What a refresh renews, for the error of a refresh due without a closure."""
+
+    @staticmethod
+    def _check_arguments(lr: float, safety: float, **counts: int) -> None:
+        """``ValueError`` for a ``lr`` that is not a finite number > 0, a ``safety`` outside (0, 1], or a count
+        that is not an integer >= 1."""
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+        if not (isinstance(safety, (int, float)) and 0 < safety <= 1):
+            raise ValueError(f"safety must be in (0, 1] (a fraction of the stable step); got {safety!r}")
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+    def _keep_settings(self, settings: dict[str, Any]) -> None:
+        self.defaults.update(settings)
+        for group in self.param_groups:
+            group.update(settings)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """:meth:`torch.optim.Optimizer.load_state_dict`, refusing a state made with other settings."""
+        for saved in state_dict["param_groups"]:
+            other = {key: saved.get(key) for key in self.OWN_SETTINGS if saved.get(key) != self.defaults[key]}
+            if other:
+                raise ValueError(f"{type(self).__name__} state dict made with other settings: {other}, "
+                                 f"not {({key: self.defaults[key] for key in other})}")
+        super().load_state_dict(state_dict)
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def _group_of(self) -> dict[torch.Tensor, dict]:
+        return {p: group for group in self.param_groups for p in group["params"]}
+
+    @property
+    def steps(self) -> int:
+        """Steps taken so far."""
+        return self.state[self._params()[0]].get("step", 0)
+
+    @property
+    def refresh_due(self) -> bool:
+        """Whether the next step refreshes the curvature (and so needs a closure)."""
+        return self.steps % self.defaults["every"] == 0
+
+    def _refresh_if_due(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
+        """The closure's loss, after refreshing the curvature from it, when a refresh is due; else ``None``."""
+        if not self.refresh_due:
+            return None
+        if closure is None:
+            raise ValueError(f"{type(self).__name__} refreshes {self.REFRESHED} every {self.defaults['every']} "
+                             f"steps and step {self.steps} is one: call step(closure) with closure() returning "
+                             "the current batch's loss (with its graph, backward not called)")
+        with torch.enable_grad():
+            loss = closure()
+            self._refresh(loss)
+        return loss
+
+    def _refresh(self, loss: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class LocalCFL(_Refreshed):
     r"""SGD with a step size of its own in every region of the weights, each inside its stability bound.
 
     Region :math:`r` (see :data:`REGIONS`) steps with
@@ -348,49 +417,17 @@ class LocalCFL(PerturbedSGD):
     resumes bit-exactly, and loading a state dict made with other settings is a ``ValueError``.
     """
 
+    OWN_SETTINGS = SETTINGS
+
     def __init__(self, params: Iterable, lr: float, *, safety: float = 0.9, every: int = 10,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0, k: int = 1,
                  regions: str = "tensor", tile: int = 8, power_iterations: int = 2, seed: int = 0) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
-        if not (isinstance(safety, (int, float)) and 0 < safety <= 1):
-            raise ValueError(f"safety must be in (0, 1] (a fraction of the stable step); got {safety!r}")
-        for name, value in (("every", every), ("power_iterations", power_iterations), ("tile", tile)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        self._check_arguments(lr, safety, every=every, power_iterations=power_iterations, tile=tile)
         if regions not in REGIONS:
             raise ValueError(f"regions must be one of {REGIONS}; got {regions!r}")
         super().__init__(params, lr, k=k, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-        settings = dict(safety=safety, every=every, regions=regions, tile=tile,
-                        power_iterations=power_iterations, seed=seed)
-        self.defaults.update(settings)
-        for group in self.param_groups:
-            group.update(settings)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """:meth:`torch.optim.Optimizer.load_state_dict`, refusing a state made with other settings."""
-        for saved in state_dict["param_groups"]:
-            other = {key: saved.get(key) for key in SETTINGS if saved.get(key) != self.defaults[key]}
-            if other:
-                raise ValueError(f"LocalCFL state dict made with other settings: {other}, "
-                                 f"not {({key: self.defaults[key] for key in other})}")
-        super().load_state_dict(state_dict)
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
-
-    def _group_of(self) -> dict[torch.Tensor, dict]:
-        return {p: group for group in self.param_groups for p in group["params"]}
-
-    @property
-    def steps(self) -> int:
-        """Steps taken so far."""
-        return self.state[self._params()[0]].get("step", 0)
-
-    @property
-    def refresh_due(self) -> bool:
-        """Whether the next step refreshes the curvature (and so needs a closure)."""
-        return self.steps % self.defaults["every"] == 0
+        self._keep_settings(dict(safety=safety, every=every, regions=regions, tile=tile,
+                                 power_iterations=power_iterations, seed=seed))
 
     @property
     def hvps(self) -> int:
@@ -439,15 +476,7 @@ class LocalCFL(PerturbedSGD):
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         """One update of every parameter that has a gradient, after refreshing the curvature when due."""
         check_group_ks(self.param_groups)
-        loss = None
-        if self.refresh_due:
-            if closure is None:
-                raise ValueError(f"LocalCFL refreshes its curvature every {self.defaults['every']} steps "
-                                 f"and step {self.steps} is one: call step(closure) with closure() returning "
-                                 "the current batch's loss (with its graph, backward not called)")
-            with torch.enable_grad():
-                loss = closure()
-                self._refresh(loss)
+        loss = self._refresh_if_due(closure)
         super().step()
         for p in self._params():
             self.state[p]["step"] = self.state[p].get("step", 0) + 1
@@ -617,7 +646,7 @@ EIGEN_SETTINGS = ("rank", "lanczos_steps", "every", "safety", "signed", "seed")
 """EigenCFL's own settings, kept in every parameter group (so in the state dict, and checked on loading)."""
 
 
-class EigenCFL(PerturbedSGD):
+class EigenCFL(_Refreshed):
     r"""Gradient descent whose step is shortened only along the top eigenvectors of the full Hessian.
 
     Every ``every`` steps a warm-started Lanczos run (``lanczos_steps`` Hessian-vector products at most, on
@@ -637,50 +666,23 @@ class EigenCFL(PerturbedSGD):
     :class:`LocalCFL`'s.
     """
 
+    OWN_SETTINGS = EIGEN_SETTINGS
+    REFRESHED = "its Ritz pairs"
+
     def __init__(self, params: Iterable, lr: float, *, rank: int = 4, lanczos_steps: int = 24, every: int = 10,
                  safety: float = 0.9, signed: bool = True, weight_decay: float = 0.0, k: int = 1,
                  seed: int = 0) -> None:
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
-        if not (isinstance(safety, (int, float)) and 0 < safety <= 1):
-            raise ValueError(f"safety must be in (0, 1] (a fraction of the stable step); got {safety!r}")
-        for name, value in (("rank", rank), ("lanczos_steps", lanczos_steps), ("every", every)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        self._check_arguments(lr, safety, rank=rank, lanczos_steps=lanczos_steps, every=every)
         if lanczos_steps < rank:
             raise ValueError(f"lanczos_steps ({lanczos_steps}) must be at least rank ({rank})")
         super().__init__(params, lr, k=k, weight_decay=weight_decay)
-        settings = dict(rank=rank, lanczos_steps=lanczos_steps, every=every, safety=safety, signed=bool(signed),
-                        seed=seed)
-        self.defaults.update(settings)
-        for group in self.param_groups:
-            group.update(settings)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """:meth:`torch.optim.Optimizer.load_state_dict`, refusing a state made with other settings."""
-        for saved in state_dict["param_groups"]:
-            other = {key: saved.get(key) for key in EIGEN_SETTINGS if saved.get(key) != self.defaults[key]}
-            if other:
-                raise ValueError(f"EigenCFL state dict made with other settings: {other}")
-        super().load_state_dict(state_dict)
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        self._keep_settings(dict(rank=rank, lanczos_steps=lanczos_steps, every=every, safety=safety,
+                                 signed=bool(signed), seed=seed))
 
     @property
     def _global(self) -> dict[str, Any]:
         """The optimizer's own state (Ritz pairs, step and HVP counts), kept with the first parameter."""
         return self.state[self._params()[0]]
-
-    @property
-    def steps(self) -> int:
-        """Steps taken so far."""
-        return self._global.get("step", 0)
-
-    @property
-    def refresh_due(self) -> bool:
-        """Whether the next step refreshes the Ritz pairs (and so needs a closure)."""
-        return self.steps % self.defaults["every"] == 0
 
     @property
     def hvps(self) -> int:
@@ -712,15 +714,7 @@ class EigenCFL(PerturbedSGD):
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         """One update of every parameter that has a gradient, after refreshing the Ritz pairs when due."""
         check_group_ks(self.param_groups)
-        loss = None
-        if self.refresh_due:
-            if closure is None:
-                raise ValueError(f"EigenCFL refreshes its Ritz pairs every {self.defaults['every']} steps and "
-                                 f"step {self.steps} is one: call step(closure) with closure() returning the "
-                                 "current batch's loss (with its graph, backward not called)")
-            with torch.enable_grad():
-                loss = closure()
-                self._refresh(loss)
+        loss = self._refresh_if_due(closure)
         params = self._params()
         decayed = {p: d_p for group in self.param_groups for p, d_p in _decayed_gradients(group)}
         flat = torch.cat([decayed[p].reshape(-1) if p in decayed else torch.zeros_like(p).reshape(-1)
@@ -744,7 +738,8 @@ class EigenCFL(PerturbedSGD):
         r"""New Ritz pairs of :math:`H + \text{wd}\,I` from ``loss``, by Lanczos warm-started from the old ones."""
         params = self._params()
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        decay = torch.cat([torch.full((p.numel(),), float(self._group_of(p)["weight_decay"]), dtype=p.dtype,
+        group_of = self._group_of()
+        decay = torch.cat([torch.full((p.numel(),), float(group_of[p]["weight_decay"]), dtype=p.dtype,
                                       device=p.device) for p in params])
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -768,6 +763,3 @@ class EigenCFL(PerturbedSGD):
         state["ritz_values"] = [float(v) for v in result.values]
         state["ritz_vectors"] = result.vectors.detach()
         state["hvps"] = self.hvps + result.matvecs
-
-    def _group_of(self, p: torch.Tensor) -> dict:
-        return next(group for group in self.param_groups if any(p is q for q in group["params"]))
