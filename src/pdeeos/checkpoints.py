@@ -20,9 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["STARTS_OVER", "atomic_write_bytes", "damaged_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["STARTS_OVER", "atomic_write_bytes", "damaged_checkpoint", "finished_arrays", "load_checkpoint",
+           "save_checkpoint"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -83,3 +85,13 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not isinstance(state, dict):
         raise damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a dict")
     return state
+
+
+def finished_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays a finished piece of a run saved at ``path`` with ``np.savez``, or ``None`` if it has not
+    finished (a run resumes by reading them instead of computing them again)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with np.load(path) as stored:
+        return dict(stored)

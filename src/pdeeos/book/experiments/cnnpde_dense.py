@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pdeeos import lyapunov
+from pdeeos import checkpoints, lyapunov
 from pdeeos.pde import cnnpde
 from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
@@ -94,10 +94,9 @@ def run_one(dt: float, kernel0: torch.Tensor, image: torch.Tensor, cfg: dict) ->
 
 def run_chunk(task: ChunkTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """Every step size of a chunk (resumed from its checkpoint if it is there)."""
-    if task.checkpoint.exists():
-        with np.load(task.checkpoint) as stored:
-            tick()
-            return dict(stored)
+    if (stored := checkpoints.finished_arrays(task.checkpoint)) is not None:
+        tick()
+        return stored
     cfg = task.config
     torch.set_num_threads(1)
     image = cnnpde.checkerboard(cfg["image"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pdeeos import lyapunov
+from pdeeos import checkpoints, lyapunov
 from pdeeos.pde import cnnpde
 from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
@@ -36,10 +36,9 @@ class StepTask:
 
 def run_step(task: StepTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """Loss, tangent log stretches and twin RelL1 of one step size (resumed from its checkpoint if there)."""
-    if task.checkpoint.exists():
-        with np.load(task.checkpoint) as stored:
-            tick()
-            return dict(stored)
+    if (stored := checkpoints.finished_arrays(task.checkpoint)) is not None:
+        tick()
+        return stored
     cfg = task.config
     torch.set_num_threads(cfg["threads"])
     image, kernel0 = cnnpde.checkerboard(cfg["image"]), cnnpde.official_kernel(cfg["kernel"])

@@ -214,11 +214,10 @@ def problem(task: CFLTask) -> tuple[Callable[[], nn.Module], Callable[[nn.Module
 
 def run_task(task: CFLTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """Train one task's twins (or read them back from its checkpoint)."""
-    if task.checkpoint.exists():
-        with np.load(task.checkpoint) as stored:
-            for _ in range(10):
-                tick()
-            return dict(stored)
+    if (stored := checkpoints.finished_arrays(task.checkpoint)) is not None:
+        for _ in range(10):
+            tick()
+        return stored
     torch.set_num_threads(1)
     make_model, loss_of = problem(task)
     out = train_twins(make_model, loss_of, task.method, task.lr, task.config, steps=task.config["steps"],
