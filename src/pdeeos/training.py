@@ -6,7 +6,7 @@ same initial weights and sees the same shuffled, augmented batches (drawn once p
 generator on the device), so the copies differ only by the last-bit perturbation of their optimizer
 (:mod:`pdeeos.optim`). After every epoch the trainer
 records each copy's test accuracy and training loss, its RelL1 distance (:func:`pdeeos.metrics.rel_l1`)
-to the first copy, per layer and for the whole network, and how far each copy moved during the epoch
+to the ``k = 1`` copy, per layer and for the whole network, and how far each copy moved during the epoch
 (RelL1 to its own weights one epoch earlier). At the end :meth:`LockstepTrainer.predictions` gives
 every copy's predicted class for every test image. Its state — weights, optimizer buffers,
 generator state, history — checkpoints at epoch ends, and a resumed run is bit-identical to an
