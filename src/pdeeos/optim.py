@@ -411,7 +411,7 @@ class LocalCFL(_Refreshed):
     Closure protocol: call ``loss.backward()`` as for SGD, then ``step(closure)``, where ``closure()``
     returns the *same batch's* loss as a tensor with its graph, ``backward`` not called (a trainer may
     return the loss it has just differentiated with ``backward(retain_graph=True)``). The closure is used
-    only when a refresh is due (:attr:`refresh_due`), and ``step`` returns its loss then, ``None``
+    only when a refresh is due (``refresh_due``), and ``step`` returns its loss then, ``None``
     otherwise; a refresh due without a closure is a ``ValueError``. ``sharpness()`` and ``step_sizes()``
     give :math:`\rho_r` and :math:`\eta_r` after each step; everything lives in the state dict, so a run
     resumes bit-exactly, and loading a state dict made with other settings is a ``ValueError``.
