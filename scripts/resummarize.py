@@ -1,5 +1,6 @@
 """Recompute the spread statistics of every stored perturbed-SGD run (chapter 6) and of the stored
-ResNet comparison of chapter 8 (``local-cfl-resnet``) from their stored predictions.
+ResNet comparison of chapter 8 (``local-cfl-resnet``) from their stored predictions, and the twin summaries of
+chapter 9's ``own-network`` from its stored twin records.
 
     .venv/bin/python scripts/resummarize.py
 
@@ -12,7 +13,7 @@ that recomputed it. Run it from a clean checkout, so that commit names the code.
 from __future__ import annotations
 
 from pdeeos.book import experiments, results
-from pdeeos.book.experiments import local_cfl, perturbed_sgd
+from pdeeos.book.experiments import local_cfl, own_network, perturbed_sgd
 
 
 def main() -> None:
@@ -25,6 +26,10 @@ def main() -> None:
         run = experiments.load_run("local-cfl-resnet", scale)
         results.replace_summary(run, local_cfl.resummarize_resnet(run))
         print(f"local-cfl-resnet ({scale}): recomputed")
+    for scale in results.stored_scales("own-network"):
+        run = experiments.load_run("own-network", scale)
+        results.replace_summary(run, own_network.resummarize(run))
+        print(f"own-network ({scale}): twin summaries recomputed")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["DRIFTS", "FATES", "KEPT_RISE", "ROUNDING_FLOORS", "TREND_FACTOR", "TWIN_OUTCOMES", "Growth",
+__all__ = ["DRIFTS", "FATES", "KEPT_RISE", "ROUNDING_FLOORS", "TREND_FACTOR", "TREND_POINTS", "TWIN_OUTCOMES", "Growth",
            "OnsetStatistics", "TwinRate", "exponent", "exponent_interval", "fate", "first_at_least", "growth",
            "onset", "onset_statistics", "rounding_floor", "twin_rate", "windowed_rates"]
 
@@ -52,6 +52,9 @@ KEPT_RISE = 100.0
 TREND_FACTOR = 1.5
 r"""A trend over the last quarter of a record: the fitted :math:`\log d_n` changes by at least this factor
 there, with 95 % confidence."""
+
+TREND_POINTS = 1000
+"""The most records a trend is fitted to (evenly spaced; the Theil-Sen fit costs the square of their number)."""
 
 FATES: tuple[str, ...] = ("rounding", "damped", "kept", "growing")
 """How a twin record ends (:func:`fate`): never left the rounding floor; rose and came back to it; rose far
@@ -95,21 +98,25 @@ def _record(distance: np.ndarray, steps: np.ndarray | None = None, *,
 
 def _trend(n: np.ndarray, d: np.ndarray, floor: float) -> int:
     r"""+1 (-1) when :math:`\log\max(d_n, \text{floor}/K)` (:math:`K` = :data:`KEPT_RISE`) rises (falls) by
-    :data:`TREND_FACTOR` or more over the steps ``n``, with 95 % confidence; 0 otherwise."""
+    :data:`TREND_FACTOR` or more over the steps ``n``: the Theil-Sen slope (the median of the pairwise slopes,
+    so that the deep, short dips of a chaotic record at its plateau do not tilt it) times the span, with the
+    slope's 95 % interval clear of 0; 0 otherwise. At most :data:`TREND_POINTS` evenly spaced records are
+    used."""
     if n.size < 3:
         return 0
-    low, slope, high = _log_slope(n, np.maximum(d, floor / KEPT_RISE))
-    change = abs(slope) * (n[-1] - n[0])
-    if change < np.log(TREND_FACTOR) or low <= 0 <= high:
+    keep = np.unique(np.linspace(0, n.size - 1, min(n.size, TREND_POINTS)).round().astype(np.int64))
+    fit = stats.theilslopes(np.log(np.maximum(d[keep], floor / KEPT_RISE)), n[keep], alpha=0.95)
+    change = abs(fit.slope) * (n[-1] - n[0])
+    if change < np.log(TREND_FACTOR) or fit.low_slope <= 0 <= fit.high_slope:
         return 0
-    return 1 if slope > 0 else -1
+    return 1 if fit.slope > 0 else -1
 
 
 def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
          steps: np.ndarray | None = None) -> str:
     r"""How a twin record :math:`d_n` (RelL1 per record) ends, one of :data:`FATES`, against the rounding
     floor :math:`f` of ``dtype`` (:func:`rounding_floor`; ``floor`` overrides it). With :math:`Q` the last
-    quarter of the record and its trend the least-squares slope of :math:`\log\max(d_n, f/K)` over :math:`Q`
+    quarter of the record and its trend the Theil-Sen slope of :math:`\log\max(d_n, f/K)` over :math:`Q`
     (:math:`K` = :data:`KEPT_RISE`)
     (a trend when it changes :math:`d` by :data:`TREND_FACTOR` or more across :math:`Q`, 95 % interval
     clear of 0):

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pdeeos import checkpoints, data, lyapunov, sharpness, spread
+from pdeeos.book import results
 from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 from pdeeos.twins import Twins, edge
 
@@ -201,8 +202,7 @@ def train_task(task: Task, tick: Callable[[], None]) -> dict[str, Any]:
     return {"steps": h["steps"], "rel_l1": h["rel_l1"], "loss": h["loss"].astype(np.float32),
             "predictions": twins.predict(x_test).numpy().astype(np.int8),
             "sharpness": np.array(points, dtype=np.float64).reshape(-1, 3),
-            "lr": lr, "edge": edge(twins.optimizers[twins.reference]),
-            "fate": twins.fate(), "dtype": str(twins.dtype)}
+            "lr": lr, "edge": edge(twins.optimizers[twins.reference]), "dtype": str(twins.dtype)}
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -212,32 +212,35 @@ def _none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def twin_summary(rows: np.ndarray, *, dtype: str, steps: np.ndarray) -> dict[str, Any]:
+    """The twin records of one perturbed ``k`` over the seeds (``rows``: seeds × recorded steps): the onsets
+    (:func:`pdeeos.lyapunov.onset_statistics`), growth rates with intervals and drifts
+    (:func:`pdeeos.lyapunov.growth`), fates (:func:`pdeeos.lyapunov.fate`), and the final and largest RelL1."""
+    onsets = lyapunov.onset_statistics(rows, dtype=dtype, steps=steps)
+    grown = [lyapunov.growth(row, dtype=dtype, steps=steps) for row in rows]
+    rates = np.array([g.rate for g in grown])
+    burst = rates[np.isfinite(rates)]
+    return {
+        "onsets": [_none(o) for o in onsets.onsets], "bursts": onsets.bursts, "records": onsets.records,
+        "onset_median": _none(onsets.median), "onset_earliest": _none(onsets.earliest),
+        "onset_latest": _none(onsets.latest),
+        "rates": [_none(r) for r in rates], "rate_intervals": [[_none(g.low), _none(g.high)] for g in grown],
+        "rate_median": _none(np.median(burst)) if burst.size else None,
+        "rate_min": _none(burst.min()) if burst.size else None,
+        "rate_max": _none(burst.max()) if burst.size else None,
+        "drifts": [g.drift for g in grown], "fates": [g.fate for g in grown],
+        "final_rel_l1": [float(row[-1]) for row in rows], "max_rel_l1": [float(row.max()) for row in rows],
+    }
+
+
 def summarise(outs: list[dict[str, Any]], labels: np.ndarray, ks: list[int], dtype: str) -> dict[str, Any]:
-    """One network and optimizer over its seeds (``outs`` in seed order): for every perturbed ``k``, the
-    onsets (:func:`pdeeos.lyapunov.onset_statistics`), growth rates and fates; the spread of the predictions
-    (:func:`pdeeos.spread.summarize`); and the sharpness points against the stable step."""
+    """One network and optimizer over its seeds (``outs`` in seed order): for every perturbed ``k``, its
+    :func:`twin_summary`; the spread of the predictions (:func:`pdeeos.spread.summarize`); and the sharpness
+    points against the stable step."""
     steps = outs[0]["steps"]
-    out: dict[str, Any] = {}
-    for j, k in enumerate(ks):
-        if j == 0:
-            continue
-        rows = np.stack([o["rel_l1"][:, j] for o in outs])             # seeds × steps
-        onsets = lyapunov.onset_statistics(rows, dtype=dtype, steps=steps)
-        grown = [lyapunov.growth(row, dtype=dtype, steps=steps) for row in rows]
-        rates = np.array([g.rate for g in grown])
-        burst = rates[np.isfinite(rates)]
-        out[f"k{k}"] = {
-            "onsets": [_none(o) for o in onsets.onsets], "bursts": onsets.bursts, "records": onsets.records,
-            "onset_median": _none(onsets.median), "onset_earliest": _none(onsets.earliest),
-            "onset_latest": _none(onsets.latest),
-            "rates": [_none(r) for r in rates], "rate_intervals": [[_none(g.low), _none(g.high)] for g in grown],
-            "rate_median": _none(np.median(burst)) if burst.size else None,
-            "rate_min": _none(burst.min()) if burst.size else None,
-            "rate_max": _none(burst.max()) if burst.size else None,
-            "drifts": [g.drift for g in grown], "fates": [o["fate"][j] for o in outs],
-            "final_rel_l1": [float(o["rel_l1"][-1, j]) for o in outs],
-            "max_rel_l1": [float(o["rel_l1"][:, j].max()) for o in outs],
-        }
+    out: dict[str, Any] = {f"k{k}": twin_summary(np.stack([o["rel_l1"][:, j] for o in outs]), dtype=dtype,
+                                                 steps=steps)
+                           for j, k in enumerate(ks) if j > 0}
     predictions = np.stack([o["predictions"] for o in outs])           # seeds × ks × images
     s = spread.summarize(predictions, labels)
     keep = ("mean_acc", "churn_over_k", "churn_over_k_image_ci", "churn_over_seeds", "churn_over_seeds_image_ci",
@@ -288,6 +291,17 @@ def run(ctx: RunContext) -> RunOutput:
             summary["runs"].append(key)
             summary[key] = summarise(mine, labels, cfg["ks"], dtype) | {"model": m, "optimizer": o}
     return RunOutput(arrays=arrays, summary=summary)
+
+
+def resummarize(run: results.StoredRun) -> dict[str, Any]:
+    """A stored run's summary with every network's and optimizer's :func:`twin_summary` recomputed from its
+    stored twin records by the current :mod:`pdeeos.lyapunov` (no re-training); the rest kept."""
+    steps, dtype, cfg = run.arrays["steps"], run.summary["dtype"], run.config
+    redone = {key: run.summary[key] | {
+        f"k{k}": twin_summary(np.stack([run.arrays[f"{key}_seed{seed}_rel_l1"][:, j] for seed in cfg["seeds"]]),
+                              dtype=dtype, steps=steps)
+        for j, k in enumerate(cfg["ks"]) if j > 0} for key in run.summary["runs"]}
+    return run.summary | redone
 
 
 def _shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
