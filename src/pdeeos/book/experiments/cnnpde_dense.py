@@ -28,8 +28,8 @@ from pdeeos import checkpoints, lyapunov
 from pdeeos.pde import cnnpde
 from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 
-TAIL = 8
-"""The last iterations whose :math:`u` is stored for each twin."""
+TAIL = 64
+"""The last iterations whose :math:`u` is stored for each twin (a whole cycle of every period the grid shows)."""
 ATTRACTOR_LAG = 97
 """The lag between the two points of the reference run's attractor whose RelL1 is stored (a prime, so that
 no short cycle brings the two points together)."""
