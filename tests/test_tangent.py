@@ -85,3 +85,24 @@ def test_a_blown_up_run_has_no_exponent_and_bad_settings_are_refused() -> None:
             tangent.log_stretches(model, [lambda m: m()], **kwargs)
     with pytest.raises(ValueError, match="scalar tensor"):
         tangent.log_stretches(model, [lambda m: 1.0], lr=0.1)
+
+
+def test_several_vectors_give_the_top_exponents_of_a_quadratic():
+    """On L = ½ θᵀAθ the tangent map of gradient descent is I - ηA at every step, so the top three exponents
+    are the three largest log|1 - η a_i|, in order."""
+    a = torch.tensor([30.0, 5.0, 18.0, 0.5, 1.0], dtype=torch.float64)
+    model = nn.Linear(5, 1, bias=False).double()
+
+    def loss(m: nn.Module) -> torch.Tensor:
+        return 0.5 * (a * m.weight[0] ** 2).sum()
+
+    lr = 0.1
+    stretches = tangent.log_stretches(model, [loss] * 600, lr=lr, vectors=3)
+    expected = np.sort(np.log(np.abs(1 - lr * a.numpy())))[::-1][:3]
+    assert stretches.shape == (600, 3)
+    assert lyapunov.exponent(stretches.T, discard=300) == pytest.approx(expected, abs=1e-9)   # (0.8/0.9)^300: converged
+    assert tangent.log_stretches(model, [loss] * 5, lr=lr, vectors=1).shape == (5,)
+    with pytest.raises(ValueError, match="vectors must"):
+        tangent.log_stretches(model, [loss], lr=lr, vectors=6)
+    with pytest.raises(ValueError, match="vectors must"):
+        tangent.log_stretches(model, [loss], lr=lr, vectors=0)

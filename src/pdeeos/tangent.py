@@ -71,39 +71,84 @@ def _log_unit(vectors: list[torch.Tensor]) -> float:
     return math.log(norm)
 
 
+def _orthonormalise(states: list[list[torch.Tensor]]) -> list[float]:
+    """Replace the tangent vectors ``states`` (each a list of tensors) by an orthonormal basis of their span,
+    in place (Gram-Schmidt order: a QR factorisation of the flattened vectors in float64); return
+    :math:`\\log|R_{ii}|`, the log stretch of each direction."""
+    flat = torch.stack([torch.cat([v.double().reshape(-1) for v in state]) for state in states], dim=1)
+    if not torch.isfinite(flat).all():
+        return [math.nan] * len(states)
+    q, r = torch.linalg.qr(flat)
+    for j, state in enumerate(states):
+        offset = 0
+        for v in state:
+            v.copy_(q[offset:offset + v.numel(), j].reshape(v.shape))
+            offset += v.numel()
+    with np.errstate(divide="ignore"):
+        return np.log(np.abs(torch.diagonal(r).numpy())).tolist()
+
+
 def log_stretches(model: nn.Module, loss_fns: Iterable[LossOf], *, lr: float, momentum: float = 0.0,
-                  nesterov: bool = False, weight_decay: float = 0.0, seed: int = 0) -> np.ndarray:
+                  nesterov: bool = False, weight_decay: float = 0.0, seed: int = 0, vectors: int = 1,
+                  losses: list[float] | None = None) -> np.ndarray:
     r"""Train a copy of ``model`` by :class:`torch.optim.SGD` (``lr``, ``momentum``, ``nesterov``,
-    ``weight_decay``) on the batches' losses ``loss_fns`` (one ``loss_fn(model)`` per step), carrying a unit
-    tangent vector :math:`(\delta\theta, \delta b)` (random, from ``seed``) through the tangent map of each
-    step; returns the log stretch of every step (float64, one per loss). ``model`` is not trained. The
-    exponent is :func:`pdeeos.lyapunov.exponent` of the result (with ``discard`` for the transient)."""
+    ``weight_decay``) on the batches' losses ``loss_fns`` (one ``loss_fn(model)`` per step), carrying
+    ``vectors`` tangent vectors :math:`(\delta\theta, \delta b)` (random, from ``seed``) through the tangent map
+    of each step; returns the log stretch of every step (float64, one per loss; shape ``(steps,)`` for one
+    vector). ``model`` is not trained. The exponent is :func:`pdeeos.lyapunov.exponent` of the result (with
+    ``discard`` for the transient).
+
+    With ``vectors = r > 1`` the vectors are re-orthonormalised after every step (QR, Benettin's method), and
+    the result ``(steps, r)`` holds :math:`\log|R_{ii}|`: the means of its columns are the top :math:`r`
+    finite-time Lyapunov exponents :math:`\Lambda_1 \ge \dots \ge \Lambda_r` (``exponent(result.T)``). Each
+    step costs ``r`` Hessian-vector products. With a list ``losses``, each step's loss is appended to it (the
+    trajectory the stretches were measured along)."""
     _check(lr, momentum, weight_decay, nesterov)
+    if isinstance(vectors, bool) or not isinstance(vectors, int) or vectors < 1:
+        raise ValueError(f"vectors must be a whole number >= 1; got {vectors!r}")
     twin = copy.deepcopy(model)
     params = [p for p in twin.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model must have at least one parameter that requires grad")
+    if vectors > sum(p.numel() for p in params) * (2 if momentum > 0 else 1):
+        raise ValueError(f"vectors must not exceed the tangent space's dimension; got {vectors!r}")
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    d_theta = [torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for p in params]
-    d_buf = [torch.zeros_like(p) for p in params]
-    _log_unit(d_theta)
+    thetas = [[torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for p in params] for _ in range(vectors)]
+    bufs = [[torch.zeros_like(p) for p in params] for _ in range(vectors)]
+    if vectors == 1:
+        _log_unit(thetas[0])
+    else:
+        _orthonormalise(thetas)
     out = []
     for loss_fn in loss_fns:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(twin)
         if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
             raise ValueError(f"loss_fn(model) must return a scalar tensor computed from the model; got {loss!r}")
+        if losses is not None:
+            losses.append(float(loss))
         grads = torch.autograd.grad(loss, params, create_graph=True)
-        hv = torch.autograd.grad(grads, params, grad_outputs=d_theta)
+        for j in range(vectors):
+            hv = torch.autograd.grad(grads, params, grad_outputs=thetas[j], retain_graph=j < vectors - 1)
+            thetas[j], bufs[j] = _tangent_step(hv, thetas[j], bufs[j], lr=lr, momentum=momentum,
+                                               nesterov=nesterov, weight_decay=weight_decay)
         with torch.no_grad():
-            curvature = [h + weight_decay * v for h, v in zip(hv, d_theta)]
-            d_buf = [momentum * b + c for b, c in zip(d_buf, curvature)]
-            direction = [c + momentum * b for c, b in zip(curvature, d_buf)] if nesterov else d_buf
-            d_theta = [v - lr * s for v, s in zip(d_theta, direction)]
-            state = d_theta + d_buf if momentum > 0 else d_theta
-            out.append(_log_unit(state))
+            states = [t + b for t, b in zip(thetas, bufs)] if momentum > 0 else thetas
+            out.append(_log_unit(states[0]) if vectors == 1 else _orthonormalise(states))
         for p, g in zip(params, grads):
             p.grad = g.detach()
         optimizer.step()
     return np.array(out, dtype=np.float64)
+
+
+@torch.no_grad()
+def _tangent_step(hv: tuple[torch.Tensor, ...], d_theta: list[torch.Tensor], d_buf: list[torch.Tensor], *,
+                  lr: float, momentum: float, nesterov: bool,
+                  weight_decay: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One step of the tangent map (the module's equations) from :math:`(\\delta\\theta, \\delta b)`, given
+    :math:`H\\delta\\theta`."""
+    curvature = [h + weight_decay * v for h, v in zip(hv, d_theta)]
+    d_buf = [momentum * b + c for b, c in zip(d_buf, curvature)]
+    direction = [c + momentum * b for c, b in zip(curvature, d_buf)] if nesterov else d_buf
+    return [v - lr * s for v, s in zip(d_theta, direction)], d_buf

@@ -20,7 +20,7 @@ carries non-finite numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,9 @@ __all__ = [
     "nudge_distance",
     "rel_l1_over_iterations",
     "scalar_orbit",
+    "scalar_curvature",
     "scalar_sharpness",
+    "scalar_step_map",
     "sharpness",
     "sharpness_along",
     "simulate",
@@ -549,18 +551,43 @@ def scalar_orbit(u0: float, dts: float | Sequence[float], *, alpha: float = 20.0
     return np.stack(orbit, axis=-1), np.stack(slopes, axis=-1)
 
 
-def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
+def scalar_step_map(*, alpha: float = 20.0, beta: float = 1.0, y: float = 1.0, image_size: int = 256,
+                    w: int = 32) -> Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray]]:
+    r"""The checkerboard's scalar map as a :data:`pdeeos.pde.bifurcation.StepMap` along the step size:
+    ``step(u, dt) -> (F(u), F'(u))`` with ``u`` of shape ``(1,)`` and the derivative ``(1, 1)``
+    (:func:`pdeeos.pde.symbolic.checkerboard_map`). Its fixed point doubles where :math:`\Delta t = 2/\lambda^\ast`."""
+    _check_model(y, alpha, beta)
+    counts = checkerboard_counts(image_size, w)
+
+    def step(u: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        value, slope = symbolic.checkerboard_map(u, np.asarray(dt, dtype=np.float64), alpha_value=alpha,
+                                                 beta_value=beta, y_value=y, counts=counts, p_value=float(w * w))
+        return np.atleast_1d(value), np.reshape(slope, (1, 1))
+
+    return step
+
+
+def scalar_curvature(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
                      y: float = 1.0, image_size: int = 256, w: int = 32) -> np.ndarray:
-    r"""Exact :math:`\lambda_{\max}(\nabla^2 L)` along scalar orbits ``(len(dts), T)`` of :func:`scalar_orbit`:
-    :math:`\max(\lambda(u), \alpha)` with :math:`\lambda(u) = (1 - F'(u))/\Delta t` the curvature along
-    :math:`P_0` (:func:`pdeeos.pde.symbolic.checkerboard_map_exprs`), at every kernel with :math:`\langle K, P_0\rangle = u`."""
+    r"""The Hessian's signed eigenvalue :math:`\lambda(u^n) = (1 - F'(u^n))/\Delta t` along :math:`P_0`
+    (:func:`pdeeos.pde.symbolic.checkerboard_map_exprs`) at every point of scalar orbits ``(len(dts), T)`` of
+    :func:`scalar_orbit`: negative where the loss curves down along :math:`P_0`. An iteration stretches the
+    tangent vector (:math:`|F'| > 1`) where :math:`\lambda < 0` or where :math:`\Delta t\,\lambda > 2`."""
     dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True).reshape(-1, 1)
     orbit = np.asarray(orbit, dtype=np.float64)
     if orbit.ndim != 2 or orbit.shape[0] != dt_arr.shape[0]:
         raise ValueError(f"orbit must be (len(dts), T) = ({dt_arr.shape[0]}, T); got {orbit.shape}")
     _, slope = symbolic.checkerboard_map(orbit, dt_arr, alpha_value=alpha, beta_value=beta, y_value=y,
                                          counts=checkerboard_counts(image_size, w), p_value=float(w * w))
-    return np.maximum((1 - slope) / dt_arr, alpha)
+    return (1 - slope) / dt_arr
+
+
+def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
+                     y: float = 1.0, image_size: int = 256, w: int = 32) -> np.ndarray:
+    r"""Exact :math:`\lambda_{\max}(\nabla^2 L)` along scalar orbits ``(len(dts), T)`` of :func:`scalar_orbit`:
+    :math:`\max(\lambda(u), \alpha)` with :math:`\lambda(u)` the curvature along :math:`P_0`
+    (:func:`scalar_curvature`), at every kernel with :math:`\langle K, P_0\rangle = u`."""
+    return np.maximum(scalar_curvature(orbit, dts, alpha=alpha, beta=beta, y=y, image_size=image_size, w=w), alpha)
 
 
 # ----------------------------------------------------------------------------- reading runs

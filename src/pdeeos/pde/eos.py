@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["cd_coordinates", "eos_minimum", "gd", "gd_step", "gradient", "hessian", "minimalist_loss",
+__all__ = ["cd_coordinates", "eos_minimum", "gd", "gd_map", "gd_step", "gradient", "hessian", "minimalist_loss",
            "network_loss", "outcome", "sharpness", "sharpness_concentration"]
 
 
@@ -69,6 +69,13 @@ def _check_eta(eta: ArrayLike) -> np.ndarray:
 def gd_step(p: np.ndarray, eta: ArrayLike) -> np.ndarray:
     """One step :math:`p - \\eta\\nabla L(p)` for points ``p`` of shape ``(..., 2)``."""
     return p - np.asarray(eta)[..., None] * gradient(p[..., 0], p[..., 1])
+
+
+def gd_map(p: np.ndarray, eta: float) -> tuple[np.ndarray, np.ndarray]:
+    """One gradient-descent step from the point ``p`` (shape ``(2,)``) and its Jacobian :math:`I - \\eta\\nabla^2 L`:
+    the map as a :data:`pdeeos.pde.bifurcation.StepMap` along the step size."""
+    p = np.asarray(p, dtype=float)
+    return gd_step(p, eta), np.eye(2) - float(eta) * hessian(p[0], p[1])
 
 
 def gd(x0: ArrayLike, y0: ArrayLike, eta: ArrayLike, steps: int, *, keep: int | None = None) -> np.ndarray:
