@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pdeeos import metrics
 from pdeeos.pde import cnnpde
 
 torch.set_num_threads(1)
@@ -294,7 +295,7 @@ def test_the_periodic_method_is_the_fft_method_to_rounding_on_the_checkerboard()
     np.testing.assert_allclose(runs["periodic"].loss[:2], runs["fft"].loss[:2], rtol=1e-11)
     np.testing.assert_allclose(runs["periodic"].log_stretch[:2], runs["fft"].log_stretch[:2], rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(runs["periodic"].regimes[:2], runs["fft"].regimes[:2])
-    assert cnnpde.blows_up(runs["periodic"].loss)[2] == cnnpde.blows_up(runs["fft"].loss)[2]
+    assert metrics.blows_up(runs["periodic"].loss)[2] == metrics.blows_up(runs["fft"].loss)[2]
     with pytest.raises(ValueError, match="period 2"):
         cnnpde.simulate(torch.randn(16, 16, dtype=torch.float64), kernel, 0.01, steps=2, method="periodic")
 

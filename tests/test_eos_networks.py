@@ -84,9 +84,10 @@ def test_ci_run_scans_fig9_step_sizes_and_classes_each_run(tmp_path):
 def test_classify_tells_stable_restrained_and_blow_up_apart():
     stable = [3.0, 2.0, 1.5, 1.2, 1.1, 1.05]
     restrained = [3.0, 2.0, 1.5, 1.6, 1.1, 1.2]
-    worse = [3.0, 2.0, 3.5, 3.4, 3.3, 3.2]      # settles, but above its start
+    worse = [3.0, 2.0, 3.5, 3.4, 3.3, 3.2]      # settles, a little above its start: not a blow-up
+    grown = [3.0, 9.0, 20.0, 25.0, 30.0, 31.0]  # more than ten times its start
     exploded = [3.0, 9.0, 1e6, np.inf, np.nan, np.nan]
-    np.testing.assert_array_equal(en.classify(np.array([stable, restrained, worse, exploded])),
-                                  [0, 1, 2, 2])
+    np.testing.assert_array_equal(en.classify(np.array([stable, restrained, worse, grown, exploded])),
+                                  [0, 1, 0, 2, 2])
     with pytest.raises(ValueError, match="at least 3 steps"):
         en.classify(np.ones((2, 2)))

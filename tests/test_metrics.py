@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pdeeos import metrics
 from pdeeos.metrics import largest_safe, rel_l1
 
 
@@ -41,3 +42,11 @@ def test_largest_safe_is_the_largest_value_below_every_failure():
     assert np.isnan(largest_safe(lrs, np.array([True] * 4)))
     with pytest.raises(ValueError, match="one shape"):
         largest_safe(lrs, np.array([True, False]))
+
+
+def test_blows_up_is_one_rule_for_every_loss_history():
+    loss = np.array([[1.0, 0.5, 0.2], [1.0, 3.0, 1.2], [1.0, 5.0, 10.5], [1.0, 2.0, np.inf], [1.0, np.nan, np.nan]])
+    assert metrics.blows_up(loss).tolist() == [False, False, True, True, True]   # 1.2x its start: not a blow-up
+    assert metrics.blows_up(loss[2]) and not metrics.blows_up(np.array([2.0, 20.0]))
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        metrics.blows_up(np.array([1.0]))

@@ -16,14 +16,14 @@ import io
 import os
 import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["STARTS_OVER", "atomic_write_bytes", "damaged_checkpoint", "finished_arrays", "load_checkpoint",
+__all__ = ["STARTS_OVER", "atomic_write_bytes", "computed_once", "damaged_checkpoint", "finished_arrays", "load_checkpoint",
            "save_checkpoint"]
 
 
@@ -85,6 +85,16 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not isinstance(state, dict):
         raise damaged_checkpoint(path, f"it holds a {type(state).__name__}, not a dict")
     return state
+
+
+def computed_once(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays a finished piece of a run saved at ``path`` (:func:`finished_arrays`), or ``compute()``'s,
+    saved there with ``np.savez`` first: a run that stops resumes with the pieces it finished."""
+    if (stored := finished_arrays(path)) is not None:
+        return stored
+    out = compute()
+    np.savez(path, **out)
+    return out
 
 
 def finished_arrays(path: Path) -> dict[str, np.ndarray] | None:

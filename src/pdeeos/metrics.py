@@ -1,4 +1,5 @@
-"""Distances between twin runs, and the largest safe value of a swept parameter."""
+"""Distances between twin runs, the book's one definition of a blow-up, and the largest safe value of a swept
+parameter."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["ArrayLike", "largest_safe", "rel_l1"]
+__all__ = ["BLOW_UP_GROWTH", "ArrayLike", "blows_up", "largest_safe", "rel_l1"]
+
+BLOW_UP_GROWTH = 10.0
+"""A run blows up when its last loss exceeds this many times its first (or is not finite)."""
 
 
 def rel_l1(a: ArrayLike, b: ArrayLike) -> float:
@@ -35,6 +39,17 @@ def rel_l1(a: ArrayLike, b: ArrayLike) -> float:
     num = np.abs(a_np - b_np)
     terms = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     return float(2.0 * terms.mean())
+
+
+def blows_up(loss: np.ndarray) -> np.ndarray:
+    """Per loss history ``(..., steps)``: whether the run *blew up*, the book's one definition: its last loss is
+    not finite or more than :data:`BLOW_UP_GROWTH` (10) times its first. A bounded run that ends a little above
+    its start has not blown up (it is restrained, or stuck)."""
+    loss = np.asarray(loss, dtype=np.float64)
+    if loss.ndim < 1 or loss.shape[-1] < 2:
+        raise ValueError(f"loss must hold at least 2 steps on its last axis; got shape {loss.shape}")
+    end = loss[..., -1]
+    return ~np.isfinite(end) | ~(end <= BLOW_UP_GROWTH * loss[..., 0])
 
 
 def largest_safe(values: ArrayLike, failed: ArrayLike) -> float:

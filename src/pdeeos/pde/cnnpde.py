@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pdeeos import lyapunov as _lyapunov
+from pdeeos import metrics
 from pdeeos.pde import symbolic
 from pdeeos.metrics import rel_l1
 
@@ -35,7 +36,6 @@ __all__ = [
     "REGIMES",
     "RUN_CLASSES",
     "Trajectory",
-    "blows_up",
     "checkerboard",
     "checkerboard_counts",
     "classify",
@@ -600,17 +600,6 @@ RESTRAINED: tuple[str, ...] = ("periodic", "chaotic")
 """The classes the paper (§5.4) calls restrained."""
 
 
-BLOW_UP_GROWTH = 10.0
-"""A run blows up when its last loss exceeds this many times its first (or is not finite)."""
-
-
-def blows_up(loss: np.ndarray) -> np.ndarray:
-    """Per history ``(..., steps)``: the last loss is not finite or more than ``BLOW_UP_GROWTH`` (10) times the
-    first (the weight-decay modes, amplified by :math:`|1 - \\alpha\\Delta t| > 1` every step, grow without bound)."""
-    end = loss[..., -1]
-    return ~np.isfinite(end) | ~(end <= BLOW_UP_GROWTH * loss[..., 0])
-
-
 def never_rises(loss: np.ndarray, window: int, rtol: float) -> np.ndarray:
     """Over the last ``window`` iterations the loss never rises by more than ``rtol`` relative."""
     tail = loss[..., -window:]
@@ -630,7 +619,7 @@ def classify(loss: np.ndarray, exponent: np.ndarray, *, window: int = 200, rtol:
     finite-time Lyapunov exponent ``(...)`` (:func:`lyapunov`; the book averages over the run's second
     half, once the transient is over):
 
-    * blow-up: :func:`blows_up`;
+    * blow-up: :func:`pdeeos.metrics.blows_up` (the last loss not finite or above 10 times the first);
     * stable: over the last ``window`` iterations the loss never rises by more than ``rtol`` relative
       (settled, or still sliding into a minimum: gradient descent below :math:`2/\lambda_{\max}` decreases
       the loss near a minimum at every step);
@@ -642,7 +631,7 @@ def classify(loss: np.ndarray, exponent: np.ndarray, *, window: int = 200, rtol:
     exponent = np.asarray(exponent, dtype=np.float64)
     if exponent.shape != loss.shape[:-1]:
         raise ValueError(f"exponent must have the shape {loss.shape[:-1]} of the runs; got {exponent.shape}")
-    blow_up, stable = blows_up(loss), never_rises(loss, window, rtol)
+    blow_up, stable = metrics.blows_up(loss), never_rises(loss, window, rtol)
     if (~blow_up & ~stable & ~np.isfinite(exponent)).any():
         raise ValueError("a bounded run whose loss still rises needs a finite exponent")
     return np.where(blow_up, 3, np.where(stable, 0, np.where(exponent > 0, 2, 1)))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pdeeos import checkpoints, data, sharpness
+from pdeeos import checkpoints, data, metrics, sharpness
 from pdeeos.pde import cnnpde
 from pdeeos.metrics import rel_l1
 
@@ -229,18 +229,16 @@ def classify(loss: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     """Code (index into :data:`RUN_CLASSES`) of each objective history ``(..., steps)``,
     with ``nan`` after a non-finite value:
 
-    * blow-up: the last value is not finite or not below the first (no progress);
+    * blow-up: :func:`pdeeos.metrics.blows_up` (the last value not finite or more than 10 times the first);
     * stable: otherwise, if the second half never rises by more than ``rtol`` (as :func:`is_stable`);
-    * restrained: below the start at the end, but rising somewhere in the second half.
+    * restrained: otherwise (bounded, rising somewhere in the second half).
 
     Unlike :func:`pdeeos.pde.cnnpde.classify`, a run that is still creeping down counts as stable (these
-    short runs need not have settled), and a bounded run that makes no progress counts as blow-up."""
+    short runs need not have settled)."""
     loss = np.asarray(loss, dtype=float)
     if loss.ndim < 1 or loss.shape[-1] < 3:
         raise ValueError(f"loss must have at least 3 steps on its last axis; got shape {loss.shape}")
-    end = loss[..., -1]
-    no_progress = ~np.isfinite(end) | ~(end < loss[..., 0])
-    return np.where(no_progress, 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
+    return np.where(metrics.blows_up(loss), 2, np.where(_settles_monotonically(loss, rtol), 0, 1))
 
 
 def largest_stable_eta(make_model: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, *,

@@ -94,18 +94,19 @@ def run_one(dt: float, kernel0: torch.Tensor, image: torch.Tensor, cfg: dict) ->
 
 def run_chunk(task: ChunkTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """Every step size of a chunk (resumed from its checkpoint if it is there)."""
-    if (stored := checkpoints.finished_arrays(task.checkpoint)) is not None:
-        tick()
-        return stored
+    out = checkpoints.computed_once(task.checkpoint, lambda: chunk_runs(task))
+    tick()
+    return out
+
+
+def chunk_runs(task: ChunkTask) -> dict[str, np.ndarray]:
+    """The twins of every step size of a chunk, stacked."""
     cfg = task.config
     torch.set_num_threads(1)
     image = cnnpde.checkerboard(cfg["image"])
     kernel0 = cnnpde.official_kernel(cfg["kernel"], seed=task.kernel_seed)
     runs = [run_one(dt, kernel0, image, cfg) for dt in task.dts]
-    out = {key: (np.stack if key in PER_RUN_ARRAYS else np.concatenate)([r[key] for r in runs]) for key in runs[0]}
-    np.savez(task.checkpoint, **out)
-    tick()
-    return out
+    return {key: (np.stack if key in PER_RUN_ARRAYS else np.concatenate)([r[key] for r in runs]) for key in runs[0]}
 
 
 def run(ctx: RunContext) -> RunOutput:

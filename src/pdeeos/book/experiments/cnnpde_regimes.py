@@ -36,20 +36,21 @@ class StepTask:
 
 def run_step(task: StepTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """Loss, tangent log stretches and twin RelL1 of one step size (resumed from its checkpoint if there)."""
-    if (stored := checkpoints.finished_arrays(task.checkpoint)) is not None:
-        tick()
-        return stored
+    out = checkpoints.computed_once(task.checkpoint, lambda: step_size_run(task))
+    tick()
+    return out
+
+
+def step_size_run(task: StepTask) -> dict[str, np.ndarray]:
+    """The k = 1 run (with its tangent map) and the k = 3 twin at one step size."""
     cfg = task.config
     torch.set_num_threads(cfg["threads"])
     image, kernel0 = cnnpde.checkerboard(cfg["image"]), cnnpde.official_kernel(cfg["kernel"])
     model = {"alpha": cfg["alpha"], "beta": cfg["beta"], "steps": cfg["steps"], "record_every": 1}
     one = cnnpde.simulate(image, kernel0, [task.dt], tangent_seed=cfg["tangent_seed"], **model)
     three = cnnpde.simulate(image, kernel0, [task.dt], k=3, **model)
-    out = {"loss": one.loss[0], "log_stretch": one.log_stretch[0],
-           "rel_l1_k3": cnnpde.rel_l1_over_iterations(one.history, three.history)[0]}
-    np.savez(task.checkpoint, **out)
-    tick()
-    return out
+    return {"loss": one.loss[0], "log_stretch": one.log_stretch[0],
+            "rel_l1_k3": cnnpde.rel_l1_over_iterations(one.history, three.history)[0]}
 
 
 def run(ctx: RunContext) -> RunOutput:

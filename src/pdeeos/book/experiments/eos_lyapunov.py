@@ -24,8 +24,8 @@ import torch
 
 from pdeeos import checkpoints, lyapunov, tangent
 from pdeeos.book.experiments import Experiment, RunContext, RunOutput
-from pdeeos.book.experiments.eos_fc_tanh import N_CLASSES, load_data
 from pdeeos.book.experiments.eos_twins import EXPERIMENT as TWINS
+from pdeeos.book.experiments.eos_twins import network_and_data
 from pdeeos.book.experiments.eos_twins import tasks as twin_tasks
 from pdeeos.pde import eos_networks as en
 
@@ -100,24 +100,19 @@ class TangentTask:
 
 def run_tangent(task: TangentTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """The log stretches and losses of one run (read back if its finished arrays are there)."""
-    if (stored := checkpoints.finished_arrays(task.checkpoint)) is not None:
-        tick()
-        return stored
-    cfg = task.config
-    torch.set_num_threads(1)
-    if task.family == "tanh":
-        x, y, _ = load_data(cfg["tanh_images"])
-        model = en.TanhMLP(task.depth, x[0].numel(), N_CLASSES, width=cfg["width"], seed=cfg["seed"])
-    else:
-        x, y, _ = en.mnist01(cfg["cnn_images"])
-        model = en.ConvChain(task.depth, cfg["beta"], seed=cfg["seed"])
-    losses: list[float] = []
-    stretch = tangent.log_stretches(model, (lambda m: en.task_loss(m, x, y) for _ in range(task.steps)),
-                                    lr=task.eta, vectors=cfg["vectors"], losses=losses)
-    out = {"log_stretch": stretch.reshape(task.steps, -1), "loss": np.array(losses)}
-    np.savez(task.checkpoint, **out)
+    out = checkpoints.computed_once(task.checkpoint, lambda: tangent_run(task))
     tick()
     return out
+
+
+def tangent_run(task: TangentTask) -> dict[str, np.ndarray]:
+    """The log stretches of one run's tangent vectors and the loss along it."""
+    torch.set_num_threads(1)
+    model, x, y = network_and_data(task.family, task.depth, task.config)
+    losses: list[float] = []
+    stretch = tangent.log_stretches(model, (lambda m: en.task_loss(m, x, y) for _ in range(task.steps)),
+                                    lr=task.eta, vectors=task.config["vectors"], losses=losses)
+    return {"log_stretch": stretch.reshape(task.steps, -1), "loss": np.array(losses)}
 
 
 def run(ctx: RunContext) -> RunOutput:

@@ -58,16 +58,21 @@ class TwinTask:
         return f"{self.family}_d{self.depth}_eta{self.eta:.6g}"
 
 
+def network_and_data(family: str, depth: int, cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The initial network of a run (``family`` "tanh": Fig. 8's on the CIFAR-10 subset; "cnn": Fig. 7's on
+    MNIST 0/1) and its training images and labels."""
+    if family == "tanh":
+        x, y, _ = load_data(cfg["tanh_images"])
+        return en.TanhMLP(depth, x[0].numel(), N_CLASSES, width=cfg["width"], seed=cfg["seed"]), x, y
+    x, y, _ = en.mnist01(cfg["cnn_images"])
+    return en.ConvChain(depth, cfg["beta"], seed=cfg["seed"]), x, y
+
+
 def run_twins(task: TwinTask, tick: Callable[[], None]) -> dict[str, np.ndarray]:
     """Train the twins of one task (resuming from its checkpoint); ``tick`` after every 10 % of the steps."""
     cfg = task.config
     torch.set_num_threads(1)
-    if task.family == "tanh":
-        x, y, _ = load_data(cfg["tanh_images"])
-        model = en.TanhMLP(task.depth, x[0].numel(), N_CLASSES, width=cfg["width"], seed=cfg["seed"])
-    else:
-        x, y, _ = en.mnist01(cfg["cnn_images"])
-        model = en.ConvChain(task.depth, cfg["beta"], seed=cfg["seed"])
+    model, x, y = network_and_data(task.family, task.depth, cfg)
     marks = set(np.linspace(0, task.steps, 11).astype(int)[1:])
 
     def progress(steps):
