@@ -206,12 +206,14 @@ def test_a_record_leaving_the_floor_at_the_end_is_growing():
     assert lyapunov.fate(leaving, dtype="float32") == "growing"
 
 
-def test_a_chaotic_record_at_order_one_is_kept_despite_its_dips():
-    """The one-layer CNN at Δt = 0.07 (official kernel, chaotic): the twins sit at RelL1 2.0 (median of the last
-    quarter) with deep, short dips; a least-squares trend through the dips once called this record "damped"."""
+@pytest.mark.parametrize("dt", [0.07, 0.049987387387387394])
+def test_a_chaotic_record_at_order_one_is_kept_despite_its_dips(dt: float):
+    """The one-layer CNN at two chaotic step sizes (official kernel; the second a point of chapter 5's dense grid):
+    the twins sit at RelL1 of order one with deep, short dips. A least-squares trend through the dips once called
+    the first "damped", and a falling trend far above the floor the second."""
     image, kernel = cnnpde.checkerboard(256), cnnpde.official_kernel(32, seed=7)
     model = {"alpha": 20.0, "beta": 1.0, "steps": 1500, "record_every": 1, "method": "periodic"}
-    one, three = (cnnpde.simulate(image, kernel, [0.07], k=k, **model) for k in (1, 3))
+    one, three = (cnnpde.simulate(image, kernel, [dt], k=k, **model) for k in (1, 3))
     distance = cnnpde.rel_l1_over_iterations(one.history, three.history)[0]
-    assert np.median(distance[-375:]) > 1 and distance[-375:].min() < 0.1
+    assert np.median(distance[-375:]) > 0.5 and distance[-375:].min() < 0.1
     assert lyapunov.fate(distance, dtype="float64") == "kept"

@@ -125,7 +125,8 @@ def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
       floor with no trend (indistinguishable from a drifting floor);
     * ``"growing"``: otherwise, if it rises over :math:`Q` (also when it has only begun to leave the floor);
     * ``"damped"``: it rose, and :math:`\operatorname{median}_Q d_n \le f` (back at the floor, or exactly 0),
-      or it falls over :math:`Q`;
+      or it falls over :math:`Q` and the median of its last tenth is within :data:`KEPT_RISE` of the floor
+      (on its way back: a chaotic record far above the floor that drifts down is still kept);
     * ``"kept"``: :math:`\max_n d_n \ge` :data:`KEPT_RISE` :math:`\cdot f` and no trend over :math:`Q`:
       the twins stay apart, bounded.
 
@@ -139,7 +140,8 @@ def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
     trend = _trend(n[tail], d[tail], f)
     if trend > 0:
         return "growing"
-    if np.median(d[tail]) <= f or trend < 0:
+    end = d[d.size - max(1, d.size // 10):]
+    if np.median(d[tail]) <= f or (trend < 0 and np.median(end) <= KEPT_RISE * f):
         return "damped"
     return "kept" if d.max() >= KEPT_RISE * f else "rounding"
 
