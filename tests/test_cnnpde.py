@@ -323,3 +323,15 @@ def test_the_dense_grid_runs_at_ci_scale_stores_its_shapes_and_resumes(tmp_path)
 
     ours, verdict = ledger._dense_grid({"cnnpde-dense": run})
     assert verdict in ledger.VERDICTS and "initial kernels" in ours
+
+
+def test_the_stretching_of_the_scalar_map_splits_into_negative_curvature_and_beyond_the_edge():
+    dts = np.array([0.03, 0.05, 0.09])
+    u0 = float((cnnpde.official_kernel(32) * cnnpde.checkerboard(256)[:32, :32]).sum())
+    orbit, log_slope = cnnpde.scalar_orbit(u0, dts, steps=1500)
+    share = cnnpde.negative_curvature_share(orbit, dts, discard=750)
+    lam = cnnpde.scalar_curvature(orbit[:, 750:], dts)
+    assert np.isnan(share[0]) and (dts[0] * lam[0] < 2).all() and (lam[0] > 0).all()   # stable: nothing stretches
+    assert 0 < share[2] < share[1] < 1                       # both sources; more from negative curvature at 0.05
+    stretching = np.log(np.abs(1 - dts[1] * lam[1]))
+    assert share[1] == pytest.approx(stretching[lam[1] < 0].sum() / stretching[stretching > 0].sum())

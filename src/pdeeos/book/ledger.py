@@ -18,7 +18,7 @@ import numpy as np
 from pdeeos import lyapunov
 from pdeeos.pde import cnnpde
 from pdeeos.book import experiments, results, style
-from pdeeos.book.experiments import lr_threshold, perturbed_sgd
+from pdeeos.book.experiments import eos_lyapunov, lr_threshold, perturbed_sgd
 from pdeeos.book.experiments.perturbed_sgd import layer_onsets
 
 VERDICTS: tuple[str, ...] = ("reproduced", "partly", "inconclusive", "not reproduced", "not yet run")
@@ -330,7 +330,22 @@ def _fig5_rell1(runs: Runs) -> tuple[str, str]:
             f"{(signs[decided] == np.sign(a['fine_exponent'][decided])).sum()} of {decided.sum()} step sizes")
     paper_ok = (signs[paper_stable] < 0).all() and (signs[paper_restrained] > 0).all()
     all_amplify = bool((signs[restrained] > 0).all())
+    fates = dense_fates(runs)
+    ours += (". What the twins' difference then does (row 'Fig. 5 right, dense'): kept at "
+             f"{fates['chaotic']['kept']} of {fates['chaotic']['runs']} chaotic and {fates['periodic']['kept']} of "
+             f"{fates['periodic']['runs']} periodic runs of the dense grid, damped or held at rounding at "
+             f"{fates['periodic']['damped'] + fates['periodic']['rounding']} periodic ones")
     return ours, "reproduced" if paper_ok and all_amplify else "partly" if paper_ok else "not reproduced"
+
+
+def dense_fates(runs: Runs) -> dict[str, dict[str, int]]:
+    """Per class of the dense grid (chaotic, periodic): how many runs, and how many twins end with each
+    :data:`pdeeos.lyapunov.FATES` entry."""
+    a = runs["cnnpde-dense"].arrays
+    names = np.array(cnnpde.RUN_CLASSES)[a["class"]]
+    return {c: {"runs": int((names == c).sum())} | {
+        fate: int(((names == c) & (a["twin_fate"] == code)).sum()) for code, fate in enumerate(lyapunov.FATES)}
+        for c in ("chaotic", "periodic")}
 
 
 DENSE_RULE = ("on the dense grid (every step size × initial kernel of cnnpde-dense whose run is periodic or "
@@ -350,12 +365,34 @@ def _dense_grid(runs: Runs) -> tuple[str, str]:
     names = np.array(cnnpde.RUN_CLASSES)[a["class"]]
     count = {c: (int(apart[names == c].sum()), int((names == c).sum())) for c in ("chaotic", "periodic")}
     share = {c: kept / total if total else float("nan") for c, (kept, total) in count.items()}
+    fates = dense_fates(runs)
     ours = (f"{a['dts'].size} step sizes × {a['class'].shape[0]} initial kernels: the twins end apart at "
             f"{count['chaotic'][0]} of {count['chaotic'][1]} chaotic runs and {count['periodic'][0]} of "
-            f"{count['periodic'][1]} periodic ones")
+            f"{count['periodic'][1]} periodic ones; by lyapunov.fate, "
+            + "; ".join(f"{c}: " + ", ".join(f"{f[name]} {name}" for name in lyapunov.FATES) for c, f in fates.items()))
     if share["chaotic"] >= 0.9 and share["periodic"] >= 0.9:
         return ours, "reproduced"
     return ours, "not reproduced" if share["periodic"] < 0.5 else "partly"
+
+
+def _stretch_sources(runs: Runs) -> str:
+    """Where the chaotic runs of the dense grid (official kernel) get their stretching: the median share from
+    iterations of negative curvature (cnnpde.negative_curvature_share over the late window), by band of Δt."""
+    run = runs["cnnpde-dense"]
+    cfg, a = run.config, run.arrays
+    chaotic = a["class"][0] == cnnpde.RUN_CLASSES.index("chaotic")
+    dts = a["dts"][chaotic]
+    u0 = float((cnnpde.official_kernel(cfg["kernel"], seed=cfg["kernel_seeds"][0])
+                * cnnpde.checkerboard(cfg["image"])[:cfg["kernel"], :cfg["kernel"]]).sum())
+    orbit, _ = cnnpde.scalar_orbit(u0, dts, alpha=cfg["alpha"], beta=cfg["beta"], image_size=cfg["image"],
+                                   w=cfg["kernel"], steps=cfg["steps"])
+    share = cnnpde.negative_curvature_share(orbit, dts, discard=cfg["steps"] // 2, alpha=cfg["alpha"],
+                                            beta=cfg["beta"], image_size=cfg["image"], w=cfg["kernel"])
+    bands = [(dts.min(), 0.05), (0.05, 0.07), (0.07, dts.max() + 1e-12)]
+    parts = [f"{100 * np.nanmedian(share[(dts >= lo) & (dts < hi)]):.0f} % for Δt in [{lo:.3g}, {min(hi, 0.1):.3g})"
+             for lo, hi in bands]
+    return ("the stretching of the dense grid's chaotic runs (official kernel, scalar map, late window) comes from "
+            "iterations of negative curvature, not from Δt·λ > 2, for a median " + ", ".join(parts))
 
 
 def _implementations(runs: Runs) -> tuple[str, str]:
@@ -399,6 +436,7 @@ def _fig6(runs: Runs) -> tuple[str, str]:
             f"{(fine_share >= EOS_SHARE).sum()} of {restrained.sum()} restrained runs are at the Edge of Stability"
             + (f"; the periodic runs at Δt = {', '.join(f'{d:g}' for d in never)} never reach 2 on their cycle "
                "(the mean curvature between the iterates of a 2-cycle is exactly 2/Δt)" if never.size else ""))
+    ours += "; " + _stretch_sources(runs)
     paper_ok = stable_max < 2 and share.min() >= EOS_SHARE
     all_ok = bool((fine_share >= EOS_SHARE).all())
     return ours, "reproduced" if paper_ok and all_ok else "partly" if paper_ok else "not reproduced"
@@ -448,6 +486,7 @@ TWINS_RULE = ("for every network and step size of eos-twins: the onset, the firs
 
 def _twins(runs: Runs) -> tuple[str, str]:
     summary = runs["eos-twins"].summary
+    mechanisms = late_mechanisms(runs)
     parts, diverged, without = [], 0, 0
     for key in summary["runs"]:
         s = summary[key]
@@ -458,8 +497,22 @@ def _twins(runs: Runs) -> tuple[str, str]:
         diverged += 1
         at = s["eta_lambda_at_onset"]
         without += at is None or at < 2
-        parts.append(f"{label}: diverges from step {s['onset_step']} (max η·λ_max {at:.2f} in the 20 steps before)")
+        late = mechanisms.get(key)
+        parts.append(f"{label}: diverges from step {s['onset_step']} (max η·λ_max {at:.2f} in the 20 steps before)"
+                     + (f", then kept by a {late[0]} map (Λ1 {late[1]:+.3f} a step {late[2]})" if late else ""))
     return "; ".join(parts), "reproduced" if diverged and not without else "not reproduced"
+
+
+def late_mechanisms(runs: Runs) -> dict[str, tuple[str, float, str]]:
+    """Per run of ``eos-lyapunov``: its :func:`~pdeeos.book.experiments.eos_lyapunov.mechanism`, the top exponent
+    of its last phase and that phase's name, the phases cut where ``eos-twins`` first measured η·λ_max ≥ 2."""
+    lyap, twins = runs["eos-lyapunov"], runs["eos-twins"].summary
+    found = {}
+    for key in lyap.summary["runs"]:
+        phases = eos_lyapunov.phase_exponents(lyap.arrays[f"{key}_log_stretch"],
+                                              twins[key]["first_step_eta_lambda_at_2"])
+        found[key] = (eos_lyapunov.mechanism(phases), float(phases[-1].exponents[0]), phases[-1].name)
+    return found
 
 
 def _fig8(runs: Runs) -> tuple[str, str]:
@@ -475,14 +528,21 @@ def _fig8(runs: Runs) -> tuple[str, str]:
         "not reproduced")
 
 
+ZHU_RULE = ("at each step size of eos-minimalist, the converged starts concentrate if their final sharpness "
+            "spreads by less than 1e-6 and lies in (2/η − η, 2/η). Reproduced if they concentrate at every step "
+            "size; partly if at some; not reproduced if at none")
+
+
 def _zhu(runs: Runs) -> tuple[str, str]:
     a = runs["eos-minimalist"].arrays
-    gaps = a["2/eta"] - a["final sharpness max"]
-    spread = (a["final sharpness max"] - a["final sharpness min"]).max()
-    ours = "; ".join(f"η = {e:g}: {s:.6g} (2/η = {t:g})" for e, s, t in zip(a["eta"], a["final sharpness max"], a["2/eta"]))
-    ok = bool((gaps > 0).all() and (gaps < a["eta"]).all() and spread < 1e-6)
-    return ours + f"; spread over {int(a['converged'].min())}+ converged starts ≤ {spread:.0e}", (
-        "reproduced" if ok else "not reproduced")
+    spread = a["final sharpness max"] - a["final sharpness min"]
+    gaps = a["2/eta"] - a["final sharpness max"], a["2/eta"] - a["final sharpness min"]
+    concentrated = (spread < 1e-6) & (gaps[0] > 0) & (gaps[1] < a["eta"])
+    ours = "; ".join(f"η = {e:g}: {lo:.6g}–{hi:.6g} (2/η = {t:g})" for e, lo, hi, t in
+                     zip(a["eta"], a["final sharpness min"], a["final sharpness max"], a["2/eta"]))
+    ours += (f"; concentrated just below 2/η at η = {', '.join(f'{e:g}' for e in a['eta'][concentrated])} of "
+             f"{a['eta'].size} step sizes, from {int(a['converged'].min())}+ converged starts each")
+    return ours, "reproduced" if concentrated.all() else "partly" if concentrated.any() else "not reproduced"
 
 
 def _fig11(runs: Runs) -> tuple[str, str]:
@@ -749,11 +809,11 @@ CLAIMS: tuple[Claim, ...] = (
           ("cnnpde-regimes",), _fig5_boundaries, FIG5_BOUNDARY_RULE),
     Claim("Fig. 5 right", SUN, "RelL1 between k = 1 and k = 3 runs: attenuated when stable, grows then levels off when restrained",
           "attenuated / amplified and bounded", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
-          ("cnnpde-regimes",), _fig5_rell1, FIG5_RULE),
+          ("cnnpde-regimes", "cnnpde-dense"), _fig5_rell1, FIG5_RULE),
     Claim("Fig. 5 right, dense", BOOK, "the book's question, not a claim of the paper: on a dense grid of step "
           "sizes over the restrained range, from three initial kernels, do restrained runs keep the last-bit "
           "difference their twins amplified, periodic runs as well as chaotic ones?",
-          "— (the paper samples eight step sizes)", "05-one-layer-cnn", "Fig. 5 (right): error amplification",
+          "— (the paper samples eight step sizes)", "05-one-layer-cnn", "Amplified, kept or damped: a dense grid",
           ("cnnpde-dense",), _dense_grid, DENSE_RULE),
     Claim("Two implementations", BOOK, "the book's own check, not a claim of the paper: two equal "
           "implementations of the one-layer PDE (FFT and direct convolution) agree at Δt ≤ 0.03 and "
@@ -761,7 +821,7 @@ CLAIMS: tuple[Claim, ...] = (
           ("cnnpde-regimes",), _implementations),
     Claim("Fig. 6", SUN, "restrained runs sit at the Edge of Stability: Δt·λ_max ≥ 2, stable ones below",
           "restrained above 2, stable below", "05-one-layer-cnn", "Fig. 6: restrained instability at the Edge of Stability",
-          ("cnnpde-regimes",), _fig6, FIG6_RULE),
+          ("cnnpde-regimes", "cnnpde-dense"), _fig6, FIG6_RULE),
     Claim("App. B (Tables 4–5)", SUN, "repeated trials (k = 1) and k, 2k, 4k, … give bit-identical "
           "training; only the last-bit rewrite differs", "identical (Table 5 prints 94.47 for k = 8 in "
           "trial 1, where trials 2–3 and k = 1, 2, 4 read 93.47: a typo or a broken control)",
@@ -816,7 +876,8 @@ CLAIMS: tuple[Claim, ...] = (
           "networks (§6): k = 1 and k = 3 twins diverge once η·λ_max reaches 2", "— (the paper shows sharpness, "
           "not twins)", "07-edge-of-stability",
           "Twins at the Edge of Stability: when do last-bit differences start to grow?",
-          ("eos-twins",), _twins, TWINS_RULE),
+          ("eos-twins", "eos-lyapunov"), _twins, TWINS_RULE + ". What keeps a diverged pair apart: "
+          + eos_lyapunov.MECHANISM_RULE),
     Claim("Fig. 9", SUN, "largest stable η with weight decay: 1-layer between 90 and 100, 2-layer between 10 and 20",
           "[90, 100] and [10, 20]", "07-edge-of-stability", "Fig. 9 and NeurIPS App. E: the stable bound with weight decay",
           ("eos-networks",), _fig9),
@@ -825,7 +886,7 @@ CLAIMS: tuple[Claim, ...] = (
           "07-edge-of-stability", "Fig. 9 and NeurIPS App. E: the stable bound with weight decay",
           ("eos-networks",), _appe),
     Claim("Zhu et al. Thm", "Zhu et al.", "GD on ¼(1 − x²y²)² converges with sharpness just below 2/η from many starts",
-          "just below 2/η", "07-edge-of-stability", "Sharpness concentration", ("eos-minimalist",), _zhu),
+          "just below 2/η", "07-edge-of-stability", "Sharpness concentration", ("eos-minimalist",), _zhu, ZHU_RULE),
     Claim("Local CFL: PDE", BOOK, "the paper's proposed remedy (§1, §7), built: stable step sizes per local region "
           "of the kernel keep the restrained one-layer PDE's twins at rounding level and reach the stable runs' loss",
           "— (proposed, not measured)", "08-local-cfl", "The one-layer CNN PDE at the restrained step sizes",
@@ -964,4 +1025,5 @@ __all__ = ["APP_B_RULE", "APPF_RULE", "badge", "BADGES", "BOOK", "CENTRAL", "cen
            "FIG5_BOUNDARY_RULE", "FIG5_RULE", "FIG6_RULE", "LAYER_ONSET", "LAYERS_RULE",
            "LOCAL_CFL_PDE_RULE", "LOCAL_CFL_RESNET_RULE", "LOCAL_CFL_TANH_RULE", "markdown",
            "OWN_AMPLIFIED_RULE", "OWN_CHURN_RULE", "paper_spreads", "PAPER_SUMMARY", "PAPER_TABLES", "Row",
-           "rows", "slug", "SUN", "TANH_ROUNDING_REL_L1", "THRESHOLD_RULE", "TWINS_RULE", "VERDICTS"]
+           "rows", "slug", "SUN", "TANH_ROUNDING_REL_L1", "THRESHOLD_RULE", "TWINS_RULE", "VERDICTS", "ZHU_RULE",
+           "dense_fates", "late_mechanisms"]

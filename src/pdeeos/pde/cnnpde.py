@@ -49,6 +49,7 @@ __all__ = [
     "nudge_distance",
     "rel_l1_over_iterations",
     "scalar_orbit",
+    "negative_curvature_share",
     "scalar_curvature",
     "scalar_sharpness",
     "scalar_step_map",
@@ -580,6 +581,26 @@ def scalar_curvature(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: 
     _, slope = symbolic.checkerboard_map(orbit, dt_arr, alpha_value=alpha, beta_value=beta, y_value=y,
                                          counts=checkerboard_counts(image_size, w), p_value=float(w * w))
     return (1 - slope) / dt_arr
+
+
+def negative_curvature_share(orbit: np.ndarray, dts: float | Sequence[float], *, discard: int = 0,
+                             alpha: float = 20.0, beta: float = 1.0, y: float = 1.0, image_size: int = 256,
+                             w: int = 32) -> np.ndarray:
+    r"""Where the stretching along scalar orbits ``(len(dts), T)`` of :func:`scalar_orbit` comes from: of the
+    summed :math:`\log|F'(u^n)| = \log|1 - \Delta t\,\lambda(u^n)|` over the iterations :math:`n \ge`
+    ``discard`` that stretch (:math:`|F'| > 1`), the share from those with negative curvature
+    (:math:`\lambda < 0`, :func:`scalar_curvature`); the rest comes from those beyond the edge
+    (:math:`\Delta t\,\lambda > 2`). ``nan`` where nothing stretches."""
+    orbit = np.asarray(orbit, dtype=np.float64)[:, discard:]
+    lam = scalar_curvature(orbit, dts, alpha=alpha, beta=beta, y=y, image_size=image_size, w=w)
+    dt_arr = _as_batch(dts, "dts", minimum=0.0, strict=True).reshape(-1, 1)
+    with np.errstate(divide="ignore"):
+        stretch = np.log(np.abs(1 - dt_arr * lam))
+    negative = np.where(lam < 0, stretch, 0.0).sum(axis=-1)
+    beyond = np.where(dt_arr * lam > 2, stretch, 0.0).sum(axis=-1)
+    total = negative + beyond
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, negative / total, np.nan)
 
 
 def scalar_sharpness(orbit: np.ndarray, dts: float | Sequence[float], *, alpha: float = 20.0, beta: float = 1.0,
