@@ -217,3 +217,21 @@ def test_a_chaotic_record_at_order_one_is_kept_despite_its_dips(dt: float):
     distance = cnnpde.rel_l1_over_iterations(one.history, three.history)[0]
     assert np.median(distance[-375:]) > 0.5 and distance[-375:].min() < 0.1
     assert lyapunov.fate(distance, dtype="float64") == "kept"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fate_of_slow_growth_noisy_plateaus_returns_and_contractions(dtype: str):
+    """Records an independent check once misread: a power-law drift (still rising), a plateau with correlated
+    noise (not a trend), a burst back to a few times the floor and a steady contraction far above it (damped)."""
+    f, n = lyapunov.rounding_floor(dtype), np.arange(1, 1501)
+    level = lyapunov.kept_level(f)
+    assert lyapunov.fate(0.1 * level * np.sqrt(n), dtype=dtype) == "growing"
+    for seed in range(20):
+        z, e = np.random.default_rng(seed).standard_normal(n.size), np.zeros(n.size)
+        for i in range(1, n.size):
+            e[i] = e[i - 1] * (1 - 1 / 30) + z[i] * np.sqrt(2 / 30)
+        plateau = np.where(n < 300, f * (1.5 * level / f) ** (n / 300), 1.5 * level * np.exp(0.3 * e))
+        assert lyapunov.fate(np.minimum(plateau, 1.9), dtype=dtype) == "kept", seed
+    assert lyapunov.fate(np.where(n < 300, 1.5 * level, 3 * f), dtype=dtype) == "damped"
+    assert lyapunov.fate(np.minimum(1.9, 1e3 * level) * np.exp(-np.log(1e3) * n / n.size), dtype=dtype) == "damped"
+    assert lyapunov.fate(np.full(n.size, 0.7), dtype=dtype) == "kept"                    # far apart in any precision

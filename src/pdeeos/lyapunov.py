@@ -35,26 +35,32 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["DRIFTS", "FATES", "KEPT_RISE", "ROUNDING_FLOORS", "TREND_FACTOR", "TREND_POINTS", "TWIN_OUTCOMES", "Growth",
-           "OnsetStatistics", "TwinRate", "exponent", "exponent_interval", "fate", "first_at_least", "growth",
+__all__ = ["DRIFTS", "FATES", "KEPT_CAP", "KEPT_RISE", "ROUNDING_FLOORS", "TREND_BLOCKS", "TREND_FACTOR",
+           "TWIN_OUTCOMES", "Growth",
+           "OnsetStatistics", "TwinRate", "exponent", "exponent_interval", "fate", "first_at_least", "growth", "kept_level",
            "onset", "onset_statistics", "rounding_floor", "twin_rate", "windowed_rates"]
 
 ROUNDING_FLOORS: dict[str, float] = {"float64": 1e-12, "float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
 """The RelL1 below which twins of each precision are at the rounding level. float64: about 4,500 ulps
 (chapter 5's one-layer CNN holds rounding-level twins up to 2.5e-13); float32: about 840 ulps (twin MLPs on
 Fashion-MNIST drift to 2e-5 within 400 steps at the floor: one of the N weights changing sign alone adds 2/N).
-float16 and bfloat16: 0.01 (10 and 1.3 ulps), so that "kept" (:data:`KEPT_RISE` times the floor) stays below
-RelL1's bound of 2."""
+float16 and bfloat16: 0.01 (10 and 1.3 ulps); there "kept" asks for :data:`KEPT_CAP`, 10 times the floor
+(:func:`kept_level`)."""
 
 KEPT_RISE = 100.0
-"""How far above the floor a record must rise for its twins to count as kept apart (and to have an onset)."""
+"""How far above the floor a record must rise for its twins to count as kept apart (and to have an onset), up
+to :data:`KEPT_CAP` (:func:`kept_level`)."""
 
-TREND_FACTOR = 1.5
-r"""A trend over the last quarter of a record: the fitted :math:`\log d_n` changes by at least this factor
-there, with 95 % confidence."""
+TREND_BLOCKS = 8
+"""The blocks the last quarter of a record is cut into to find a trend (:func:`fate`)."""
 
-TREND_POINTS = 1000
-"""The most records a trend is fitted to (evenly spaced; the Theil-Sen fit costs the square of their number)."""
+TREND_FACTOR = 1.1
+"""A trend over the last quarter of a record: its block medians rise (fall) steadily, by at least this factor
+from the first block to the last."""
+
+KEPT_CAP = 0.1
+"""The most :func:`kept_level` asks of a record, whatever the floor: a RelL1 of 0.1 is far apart in any
+precision (RelL1 is at most 2)."""
 
 FATES: tuple[str, ...] = ("rounding", "damped", "kept", "growing")
 """How a twin record ends (:func:`fate`): never left the rounding floor; rose and came back to it; rose far
@@ -96,39 +102,46 @@ def _record(distance: np.ndarray, steps: np.ndarray | None = None, *,
     return d, n
 
 
-def _trend(n: np.ndarray, d: np.ndarray, floor: float) -> int:
-    r"""+1 (-1) when :math:`\log\max(d_n, \text{floor}/K)` (:math:`K` = :data:`KEPT_RISE`) rises (falls) by
-    :data:`TREND_FACTOR` or more over the steps ``n``: the Theil-Sen slope (the median of the pairwise slopes,
-    so that the deep, short dips of a chaotic record at its plateau do not tilt it) times the span, with the
-    slope's 95 % interval clear of 0; 0 otherwise. At most :data:`TREND_POINTS` evenly spaced records are
-    used."""
-    if n.size < 3:
+def _trend(d: np.ndarray, floor: float) -> int:
+    r"""+1 (-1) when the record ``d`` rises (falls) steadily: the medians of :data:`TREND_BLOCKS` consecutive
+    blocks of it (of :math:`\max(d_n, \text{floor}/K)`, :math:`K` = :data:`KEPT_RISE`) increase (decrease)
+    strictly from block to block, by a factor of at least :data:`TREND_FACTOR` from the first to the last; 0
+    otherwise. Blocks of a noisy plateau, chaotic or not, are not ordered (for independent blocks the chance is
+    1 in 8! = 40,320 either way); a growth or a decay, polynomial or exponential, is."""
+    blocks = min(TREND_BLOCKS, d.size)
+    if blocks < 3:
         return 0
-    keep = np.unique(np.linspace(0, n.size - 1, min(n.size, TREND_POINTS)).round().astype(np.int64))
-    fit = stats.theilslopes(np.log(np.maximum(d[keep], floor / KEPT_RISE)), n[keep], alpha=0.95)
-    change = abs(fit.slope) * (n[-1] - n[0])
-    if change < np.log(TREND_FACTOR) or fit.low_slope <= 0 <= fit.high_slope:
-        return 0
-    return 1 if fit.slope > 0 else -1
+    medians = np.array([np.median(part) for part in np.array_split(np.maximum(d, floor / KEPT_RISE), blocks)])
+    steps = np.diff(medians)
+    if (steps > 0).all() and medians[-1] >= TREND_FACTOR * medians[0]:
+        return 1
+    if (steps < 0).all() and medians[0] >= TREND_FACTOR * medians[-1]:
+        return -1
+    return 0
+
+
+def kept_level(floor: float) -> float:
+    """The RelL1 a record must reach to count as risen, and stay at to count as kept: :data:`KEPT_RISE` times
+    the floor, at most :data:`KEPT_CAP` (for float16 and bfloat16, whose floors are 0.01)."""
+    return min(KEPT_RISE * floor, KEPT_CAP)
 
 
 def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
          steps: np.ndarray | None = None) -> str:
     r"""How a twin record :math:`d_n` (RelL1 per record) ends, one of :data:`FATES`, against the rounding
     floor :math:`f` of ``dtype`` (:func:`rounding_floor`; ``floor`` overrides it). With :math:`Q` the last
-    quarter of the record and its trend the Theil-Sen slope of :math:`\log\max(d_n, f/K)` over :math:`Q`
-    (:math:`K` = :data:`KEPT_RISE`)
-    (a trend when it changes :math:`d` by :data:`TREND_FACTOR` or more across :math:`Q`, 95 % interval
-    clear of 0):
+    quarter of the record, :math:`\ell` = :func:`kept_level` (:data:`KEPT_RISE` :math:`\cdot f`, at most
+    :data:`KEPT_CAP`) and a *trend* the steady rise or fall of the medians of :data:`TREND_BLOCKS` blocks of
+    :math:`Q` (:func:`_trend`):
 
-    * ``"rounding"``: :math:`\max_n d_n \le f`; also a record that stays within :data:`KEPT_RISE` of the
-      floor with no trend (indistinguishable from a drifting floor);
-    * ``"growing"``: otherwise, if it rises over :math:`Q` (also when it has only begun to leave the floor);
-    * ``"damped"``: it rose, and :math:`\operatorname{median}_Q d_n \le f` (back at the floor, or exactly 0),
-      or it falls over :math:`Q` and the median of its last tenth is within :data:`KEPT_RISE` of the floor
-      (on its way back: a chaotic record far above the floor that drifts down is still kept);
-    * ``"kept"``: :math:`\max_n d_n \ge` :data:`KEPT_RISE` :math:`\cdot f` and no trend over :math:`Q`:
-      the twins stay apart, bounded.
+    * ``"rounding"``: :math:`\max_n d_n \le f`; also a record that never reaches :math:`\ell` and has no trend
+      (indistinguishable from a drifting floor);
+    * ``"growing"``: otherwise, if it rises over :math:`Q` and its last block is above the floor (also when it
+      has only begun to leave the floor);
+    * ``"damped"``: :math:`\operatorname{median}_Q d_n \le f` (back at the floor, or exactly 0); or it falls
+      steadily over :math:`Q`; or it reached :math:`\ell` and the median of its last tenth is back below it;
+    * ``"kept"``: it reached :math:`\ell`, its last tenth is still at or above :math:`\ell`, and it has no
+      trend: the twins stay apart, bounded (a noisy plateau that drifts down or up is still kept).
 
     ``steps`` are the steps the distances were recorded at (default 1, 2, ...).
     """
@@ -136,14 +149,16 @@ def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
     f = rounding_floor(dtype) if floor is None else _check_floor(floor)
     if d.max() <= f:
         return "rounding"
-    tail = slice(d.size - max(2, d.size // 4), None)
-    trend = _trend(n[tail], d[tail], f)
-    if trend > 0:
+    tail = d[d.size - max(2, d.size // 4):]
+    trend = _trend(tail, f)
+    if trend > 0 and np.median(np.array_split(tail, TREND_BLOCKS)[-1]) > f:
         return "growing"
-    end = d[d.size - max(1, d.size // 10):]
-    if np.median(d[tail]) <= f or (trend < 0 and np.median(end) <= KEPT_RISE * f):
+    level = kept_level(f)
+    risen = d.max() >= level
+    back = np.median(d[d.size - max(1, d.size // 10):]) < level
+    if np.median(tail) <= f or trend < 0 or (risen and back):
         return "damped"
-    return "kept" if d.max() >= KEPT_RISE * f else "rounding"
+    return "kept" if risen else "rounding"
 
 
 def _check_floor(floor: float) -> float:
@@ -154,8 +169,8 @@ def _check_floor(floor: float) -> float:
 
 def _onset_index(d: np.ndarray, f: float) -> int | None:
     """Index of the first record after the last one at or below ``f`` that precedes the first one at or above
-    :data:`KEPT_RISE` times ``f``; ``None`` when no record rises that far."""
-    risen = np.flatnonzero(d >= KEPT_RISE * f)
+    :func:`kept_level` of ``f``; ``None`` when no record rises that far."""
+    risen = np.flatnonzero(d >= kept_level(f))
     if risen.size == 0:
         return None
     below = np.flatnonzero(d[:risen[0]] <= f)
@@ -165,8 +180,9 @@ def _onset_index(d: np.ndarray, f: float) -> int | None:
 def onset(distance: np.ndarray, *, dtype: object, floor: float | None = None,
           steps: np.ndarray | None = None) -> float | None:
     r"""The step where a twin distance leaves the rounding floor :math:`f` for good: the first record after the
-    last one at or below :math:`f` that comes before the distance first reaches :data:`KEPT_RISE`
-    :math:`\cdot f` (so a record that pokes above the floor and falls back has not yet begun); ``None`` if it
+    last one at or below :math:`f` that comes before the distance first reaches :func:`kept_level`
+    (:data:`KEPT_RISE` :math:`\cdot f`, at most :data:`KEPT_CAP`; so a record that pokes above the floor and
+    falls back has not yet begun); ``None`` if it
     never rises that far. A record that starts above the floor (a nudge) has its onset at its first step."""
     d, n = _record(distance, steps)
     index = _onset_index(d, rounding_floor(dtype) if floor is None else _check_floor(floor))

@@ -1003,7 +1003,8 @@ CENTRAL: tuple[str, ...] = ("Table 1", "App. C Table 6 at the paper's length", "
 """The items of the claims the book turns on, in the order the ledger page opens with them: on real
 networks a last-bit change scrambles the predictions as a new batch order does (Table 1), and whether
 the smooth Swish network does so at the paper's length; on the one-layer CNN the last-bit difference
-is amplified exactly where the run is restrained (Fig. 5 right), at the Edge of Stability (Fig. 6)."""
+is amplified where the run is restrained (Fig. 5 right; kept by the chaotic runs and by a few periodic
+ones, damped by most periodic ones), at the Edge of Stability (Fig. 6)."""
 
 
 def central(table: list[Row]) -> list[Row]:
