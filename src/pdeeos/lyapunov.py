@@ -132,7 +132,7 @@ def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
     floor :math:`f` of ``dtype`` (:func:`rounding_floor`; ``floor`` overrides it). With :math:`Q` the last
     quarter of the record, :math:`\ell` = :func:`kept_level` (:data:`KEPT_RISE` :math:`\cdot f`, at most
     :data:`KEPT_CAP`) and a *trend* the steady rise or fall of the medians of :data:`TREND_BLOCKS` blocks of
-    :math:`Q` (:func:`_trend`):
+    :math:`Q`:
 
     * ``"rounding"``: :math:`\max_n d_n \le f`; also a record that never reaches :math:`\ell` and has no trend
       (indistinguishable from a drifting floor);
