@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["STARTS_OVER", "atomic_write_bytes", "computed_once", "damaged_checkpoint", "finished_arrays", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["STARTS_OVER", "atomic_write_bytes", "computed_once", "damaged_checkpoint", "finished_arrays",
+           "load_checkpoint", "save_checkpoint"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -36,9 +36,9 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["DRIFTS", "FATES", "KEPT_CAP", "KEPT_RISE", "ROUNDING_FLOORS", "TREND_BLOCKS", "TREND_FACTOR",
-           "TWIN_OUTCOMES", "Growth",
-           "OnsetStatistics", "TwinRate", "exponent", "exponent_interval", "fate", "first_at_least", "growth", "kept_level",
-           "onset", "onset_statistics", "rounding_floor", "twin_rate", "windowed_rates"]
+           "TWIN_OUTCOMES", "Growth", "OnsetStatistics", "TwinRate", "exponent", "exponent_interval", "fate",
+           "first_at_least", "growth", "kept_level", "onset", "onset_statistics", "rounding_floor", "twin_rate",
+           "windowed_rates"]
 
 ROUNDING_FLOORS: dict[str, float] = {"float64": 1e-12, "float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2}
 """The RelL1 below which twins of each precision are at the rounding level. float64: about 4,500 ulps
@@ -102,16 +102,20 @@ def _record(distance: np.ndarray, steps: np.ndarray | None = None, *,
     return d, n
 
 
-def _trend(d: np.ndarray, floor: float) -> int:
-    r"""+1 (-1) when the record ``d`` rises (falls) steadily: the medians of :data:`TREND_BLOCKS` consecutive
-    blocks of it (of :math:`\max(d_n, \text{floor}/K)`, :math:`K` = :data:`KEPT_RISE`) increase (decrease)
-    strictly from block to block, by a factor of at least :data:`TREND_FACTOR` from the first to the last; 0
-    otherwise. Blocks of a noisy plateau, chaotic or not, are not ordered (for independent blocks the chance is
-    1 in 8! = 40,320 either way); a growth or a decay, polynomial or exponential, is."""
-    blocks = min(TREND_BLOCKS, d.size)
-    if blocks < 3:
+def _block_medians(d: np.ndarray, floor: float) -> np.ndarray:
+    r"""The medians of :data:`TREND_BLOCKS` consecutive blocks of :math:`\max(d_n, \text{floor}/K)`
+    (:math:`K` = :data:`KEPT_RISE`), fewer for a shorter record."""
+    return np.array([np.median(part) for part in
+                     np.array_split(np.maximum(d, floor / KEPT_RISE), min(TREND_BLOCKS, d.size))])
+
+
+def _trend(medians: np.ndarray) -> int:
+    """+1 (-1) when block medians (:func:`_block_medians`) rise (fall) steadily: strictly from block to block,
+    by a factor of at least :data:`TREND_FACTOR` from the first to the last; 0 otherwise (and for fewer than
+    three blocks). Blocks of a noisy plateau, chaotic or not, are not ordered (for independent blocks the chance
+    is 1 in 8! = 40,320 either way); a growth or a decay, polynomial or exponential, is."""
+    if medians.size < 3:
         return 0
-    medians = np.array([np.median(part) for part in np.array_split(np.maximum(d, floor / KEPT_RISE), blocks)])
     steps = np.diff(medians)
     if (steps > 0).all() and medians[-1] >= TREND_FACTOR * medians[0]:
         return 1
@@ -145,13 +149,14 @@ def fate(distance: np.ndarray, *, dtype: object, floor: float | None = None,
 
     ``steps`` are the steps the distances were recorded at (default 1, 2, ...).
     """
-    d, n = _record(distance, steps)
+    d, _ = _record(distance, steps)
     f = rounding_floor(dtype) if floor is None else _check_floor(floor)
     if d.max() <= f:
         return "rounding"
     tail = d[d.size - max(2, d.size // 4):]
-    trend = _trend(tail, f)
-    if trend > 0 and np.median(np.array_split(tail, TREND_BLOCKS)[-1]) > f:
+    medians = _block_medians(tail, f)
+    trend = _trend(medians)
+    if trend > 0 and medians[-1] > f:
         return "growing"
     level = kept_level(f)
     risen = d.max() >= level

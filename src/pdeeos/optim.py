@@ -19,6 +19,7 @@ eigenvectors of the full Hessian; :class:`SecantSGD` takes it, at no cost, from 
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -317,7 +318,7 @@ def _piece(t: torch.Tensor, index: Index) -> torch.Tensor:
     return t if index is None else t[index]
 
 
-class _Refreshed(PerturbedSGD):
+class _Refreshed(PerturbedSGD, abc.ABC):
     """What :class:`LocalCFL` and :class:`EigenCFL` share: their own settings, kept in every parameter group
     (so in the state dict) and checked when a state dict is loaded; a refresh of their curvature from the
     closure's loss every ``every`` steps; the step count; the checks of their arguments."""
@@ -382,8 +383,9 @@ class _Refreshed(PerturbedSGD):
             self._refresh(loss)
         return loss
 
+    @abc.abstractmethod
     def _refresh(self, loss: torch.Tensor) -> None:
-        raise NotImplementedError
+        """Update the curvature estimates the step sizes come from, with ``loss`` the closure's loss."""
 
 
 class LocalCFL(_Refreshed):

@@ -375,6 +375,13 @@ def _dense_grid(runs: Runs) -> tuple[str, str]:
     return ours, "not reproduced" if share["periodic"] < 0.5 else "partly"
 
 
+def _initial_u(cfg: dict, seed: int = 7) -> float:
+    r""":math:`u^0 = \langle K^0, P_0\rangle` of the official recipe's initial kernel (``seed``) on a run's
+    checkerboard."""
+    w = cfg["kernel"]
+    return float((cnnpde.official_kernel(w, seed=seed) * cnnpde.checkerboard(cfg["image"])[:w, :w]).sum())
+
+
 def _stretch_sources(runs: Runs) -> str:
     """Where the chaotic runs of the dense grid (official kernel) get their stretching: the median share from
     iterations of negative curvature (cnnpde.negative_curvature_share over the late window), by band of Δt."""
@@ -382,8 +389,7 @@ def _stretch_sources(runs: Runs) -> str:
     cfg, a = run.config, run.arrays
     chaotic = a["class"][0] == cnnpde.RUN_CLASSES.index("chaotic")
     dts = a["dts"][chaotic]
-    u0 = float((cnnpde.official_kernel(cfg["kernel"], seed=cfg["kernel_seeds"][0])
-                * cnnpde.checkerboard(cfg["image"])[:cfg["kernel"], :cfg["kernel"]]).sum())
+    u0 = _initial_u(cfg, seed=cfg["kernel_seeds"][0])
     orbit, _ = cnnpde.scalar_orbit(u0, dts, alpha=cfg["alpha"], beta=cfg["beta"], image_size=cfg["image"],
                                    w=cfg["kernel"], steps=cfg["steps"])
     share = cnnpde.negative_curvature_share(orbit, dts, discard=cfg["steps"] // 2, alpha=cfg["alpha"],
@@ -423,7 +429,7 @@ def _fig6(runs: Runs) -> tuple[str, str]:
     share = (tail[np.isin(names, cnnpde.RESTRAINED)] >= 2).mean(axis=1)
     dts, fine_names, restrained = _fine_grid(runs)
     cfg = run.config
-    u0 = float((cnnpde.official_kernel(cfg["kernel"]) * cnnpde.checkerboard(cfg["image"])[:cfg["kernel"], :cfg["kernel"]]).sum())
+    u0 = _initial_u(cfg)
     picked = dts[restrained]
     orbit, _ = cnnpde.scalar_orbit(u0, picked, alpha=cfg["alpha"], beta=cfg["beta"], image_size=cfg["image"], w=cfg["kernel"],
                                    steps=cfg["steps"])

@@ -54,6 +54,13 @@ def refine_cycle(step: StepMap, x: np.ndarray, a: float, period: int, *, tol: fl
     r"""A point of a ``period``-cycle near ``x`` by Newton's method on :math:`F_a^p(x) - x = 0` (least squares,
     so a cycle on a manifold of cycles is found too); ``None`` when it does not converge to ``tol``
     (relative to :math:`1 + \|x\|`)."""
+    found = _refined(step, x, a, period, tol=tol, iterations=iterations)
+    return None if found is None else found[0]
+
+
+def _refined(step: StepMap, x: np.ndarray, a: float, period: int, *, tol: float = 1e-13,
+             iterations: int = 60) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`refine_cycle`'s point with the multiplier matrix at it (the last Newton step computed it)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     for _ in range(iterations):
         image, m = cycle(step, x, a, period)
@@ -61,7 +68,7 @@ def refine_cycle(step: StepMap, x: np.ndarray, a: float, period: int, *, tol: fl
         if not np.isfinite(residual).all():
             return None
         if np.linalg.norm(residual) <= tol * (1 + np.linalg.norm(x)):
-            return x
+            return x, m
         x = x - np.linalg.lstsq(m - np.eye(x.size), residual, rcond=None)[0]
     return None
 
@@ -133,11 +140,11 @@ def _bisect(step: StepMap, x: np.ndarray, low: float, high: float, period: int,
     above -1 at ``low`` and below at ``high``), continuing the cycle from ``x`` at ``low``."""
     while high - low > tol * max(1.0, abs(low)):
         mid = 0.5 * (low + high)
-        refined = refine_cycle(step, x, mid, period)
-        if refined is None:
+        found = _refined(step, x, mid, period)
+        if found is None:
             break
-        if _lowest_real(cycle(step, refined, mid, period)[1]) > -1:
-            low, x = mid, refined
+        if _lowest_real(found[1]) > -1:
+            low, x = mid, found[0]
         else:
             high = mid
     return 0.5 * (low + high), x
@@ -160,11 +167,12 @@ def _doubled(step: StepMap, x: np.ndarray, a: float, period: int) -> np.ndarray 
     v = np.real(vec[:, int(np.argmin(eig.real))])
     v = v / np.linalg.norm(v) * (1 + np.linalg.norm(x))
     for r in 10.0 ** -np.arange(8, 0, -0.5):
-        refined = refine_cycle(step, x + r * v, a, 2 * period)
-        if refined is None:
+        found = _refined(step, x + r * v, a, 2 * period)
+        if found is None:
             continue
-        if _genuine(step, refined, a, 2 * period) and np.abs(np.linalg.eigvals(cycle(step, refined, a, 2 * period)[1])).max() < 1:
-            return refined
+        point, multiplier = found
+        if _genuine(step, point, a, 2 * period) and np.abs(np.linalg.eigvals(multiplier)).max() < 1:
+            return point
     return None
 
 
@@ -202,14 +210,15 @@ def cascade(step: StepMap, x0: np.ndarray, a0: float, a_max: float, *, max_perio
             stopped = f"period {period} exceeds max_period"
             break
         nxt = min(a + h, a_max)
-        refined = refine_cycle(step, x, nxt, period)
-        if refined is None or not _genuine(step, refined, nxt, period):
+        found = _refined(step, x, nxt, period)
+        if found is None or not _genuine(step, found[0], nxt, period):
             if h < tol * max(1.0, abs(a)):
                 stopped = f"the {period}-cycle was lost at a = {a:.15g}"
                 break
             h /= 2
             continue
-        if _lowest_real(cycle(step, refined, nxt, period)[1]) < -1:
+        refined, multiplier = found
+        if _lowest_real(multiplier) < -1:
             point, x = _bisect(step, x, a, nxt, period, tol)
             periods.append(period)
             points.append(point)

@@ -1,7 +1,7 @@
 r"""``eos-lyapunov``: the top Lyapunov exponents of gradient descent along chapter 7's runs, by phase.
 
-For every run of ``eos-twins`` but the slow tanh one (Fig. 7's one-channel Swish CNNs on MNIST 0/1 and Fig. 8's tanh network on the
-CIFAR-10 subset, full batch, float64, no weight decay), :func:`pdeeos.tangent.log_stretches` carries
+For every run of ``eos-twins`` but the slow tanh one (Fig. 7's one-channel Swish CNNs on MNIST 0/1 and Fig. 8's
+tanh network on the CIFAR-10 subset, full batch, float64, no weight decay), :func:`pdeeos.tangent.log_stretches` carries
 ``vectors`` tangent vectors through the tangent map :math:`I - \eta H` of every step (one Hessian-vector
 product each, re-orthonormalised by QR), from the same initial weights and at the same step size. Stored per
 run: the log stretches ``(steps, vectors)`` and the loss along the trajectory they were measured on.
