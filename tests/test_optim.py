@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from pdeeos.optim import PerturbedAdam, PerturbedSGD, perturb, reapply_update
+from pdeeos.optim import BlockAdam, PerturbedAdam, PerturbedSGD, perturb, reapply_update, warmup_lr
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -212,3 +214,57 @@ def test_a_param_group_with_k_zero_is_refused_when_added(cls, lr: float) -> None
     opt = cls(net[0].parameters(), lr)
     with pytest.raises(ValueError, match="k must be an integer"):
         opt.add_param_group({"params": net[2].parameters(), "k": 0})
+
+
+def test_block_adam_keeps_one_second_moment_per_tensor_and_steps_by_it():
+    """Adam-mini's rule by hand: m per weight, v the running mean of the tensor's mean squared gradient."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3).double()
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    opt = BlockAdam(model.parameters(), lr=1e-2, betas=(0.9, 0.99))
+    start = [p.detach().clone() for p in model.parameters()]
+    m = [torch.zeros_like(p) for p in start]
+    v = [0.0 for _ in start]
+    theta = [p.clone() for p in start]
+    for n in range(1, 6):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        for i, g in enumerate(grads):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.99 * v[i] + 0.01 * float(g.square().mean())
+            theta[i] = theta[i] - 1e-2 / (1 - 0.9 ** n) * m[i] / ((v[i] / (1 - 0.99 ** n)) ** 0.5 + 1e-8)
+        assert all(opt.state[p]["exp_avg_sq"].shape == () for p in model.parameters())
+    for p, expected in zip(model.parameters(), theta):
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_block_adam_k_is_a_last_bit_perturbation_and_resumes_bit_for_bit():
+    def run(k: int, steps: int, model=None, state=None):
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+        x, y = torch.randn(32, 6, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
+        if model is not None:
+            net.load_state_dict(model)
+        opt = BlockAdam(net.parameters(), lr=3e-2, k=k)
+        if state is not None:
+            opt.load_state_dict(state)
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+        return net, opt
+
+    whole = {k: torch.cat([p.detach().reshape(-1) for p in run(k, 30)[0].parameters()]) for k in (1, 2, 3)}
+    assert torch.equal(whole[1], whole[2]) and not torch.equal(whole[1], whole[3])
+    net, opt = run(3, 12)
+    resumed, _ = run(3, 18, model=copy.deepcopy(net.state_dict()), state=copy.deepcopy(opt.state_dict()))
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in resumed.parameters()]), whole[3])
+
+
+def test_warmup_lr_rises_linearly_to_the_base_rate_and_refuses_a_bad_length():
+    assert [warmup_lr(0.1, n, 4) for n in range(6)] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            warmup_lr(0.1, 0, bad)

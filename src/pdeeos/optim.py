@@ -28,8 +28,10 @@ import torch
 
 from pdeeos import sharpness
 
-__all__ = ["EIGEN_SETTINGS", "REGIONS", "SECANT_RULES", "SETTINGS", "EigenCFL", "LocalCFL", "PerturbedAdam",
-           "PerturbedSGD", "SecantSGD", "adam_edge", "adam_preconditioner", "check_group_ks", "check_k", "perturb", "reapply_update", "stable_step"]
+__all__ = ["EIGEN_SETTINGS", "FIRST_REFRESH_ITERATIONS", "FRESH_ITERATIONS", "REGIONS", "RESIDUAL_RTOL",
+           "SECANT_RULES", "SETTINGS", "SHARP_FALL", "BlockAdam", "EigenCFL", "LocalCFL", "PerturbedAdam",
+           "PerturbedSGD", "SecantSGD", "adam_edge", "adam_preconditioner", "check_group_ks", "check_k", "perturb",
+           "reapply_update", "stable_step", "warmup_lr"]
 
 
 def check_k(k: object) -> int:
@@ -144,16 +146,47 @@ class PerturbedAdam(_OwnK):
             for p, grad in _decayed_gradients(group):
                 state = self.state[p]
                 if not state:
-                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=self._second_moment_zeros(p))
                 state["step"] += 1
                 state["exp_avg"].lerp_(grad, 1 - beta1)
-                state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                self._update_second_moment(state["exp_avg_sq"], grad, beta2)
                 step_size = group["lr"] / (1 - beta1 ** state["step"])
                 denom = (state["exp_avg_sq"].sqrt() / (1 - beta2 ** state["step"]) ** 0.5)
                 denom.add_(group["eps"])
                 k = group["k"]
                 p.addcdiv_(state["exp_avg"] / k, denom, value=-(k * step_size))
         return loss
+
+    @staticmethod
+    def _second_moment_zeros(p: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(p)
+
+    @staticmethod
+    def _update_second_moment(avg: torch.Tensor, grad: torch.Tensor, beta2: float) -> None:
+        avg.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+
+class BlockAdam(PerturbedAdam):
+    r"""Adam with one second moment per parameter tensor: Adam-mini's one learning rate per Hessian block
+    (Zhang et al. 2024), the tensors of a network taken as its blocks.
+
+    For a tensor :math:`B` with gradient :math:`g_B`, the first moment is Adam's and the second a scalar,
+
+    .. math:: m \leftarrow \beta_1 m + (1 - \beta_1) g_B, \qquad
+              v \leftarrow \beta_2 v + (1 - \beta_2)\,\tfrac{1}{|B|}\|g_B\|^2, \qquad
+              \theta_B \leftarrow \theta_B - \frac{\eta}{1 - \beta_1^n}\,
+              \frac{m}{\sqrt{v/(1 - \beta_2^n)} + \epsilon},
+
+    with :class:`PerturbedAdam`'s conventions otherwise (L2 weight decay, the last-bit perturbation ``k``
+    of the final step, the state dict)."""
+
+    @staticmethod
+    def _second_moment_zeros(p: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), dtype=p.dtype, device=p.device)
+
+    @staticmethod
+    def _update_second_moment(avg: torch.Tensor, grad: torch.Tensor, beta2: float) -> None:
+        avg.mul_(beta2).add_(grad.square().mean(), alpha=1 - beta2)
 
 
 class _Reapplied:
@@ -258,6 +291,15 @@ tensor with two or more dimensions; ``tile`` × ``tile`` tiles of the last two d
 one region each in the channel and tile modes."""
 
 
+def warmup_lr(lr: float, step: int, steps: int) -> float:
+    r"""The learning rate of a linear warm-up at ``step`` (from 0): :math:`\eta\,\min(1, (n + 1)/W)`, ``steps``
+    :math:`W` the warm-up's length (Goyal et al. 2017; Gilmer et al. 2022, Kalra & Barkeshli 2024 on warm-up
+    and sharpness). A pure function of the step, so a run resumed at any step takes the same rates."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
+    return lr * min(1.0, (step + 1) / steps)
+
+
 def stable_step(sharpness: float, *, momentum: float = 0.0, nesterov: bool = False) -> float:
     r"""The largest step size that keeps the quadratic :math:`\tfrac\lambda2 x^2` stable, for
     :math:`\lambda` = ``sharpness``: :math:`2/\lambda` for gradient descent,
@@ -304,11 +346,21 @@ Index = int | tuple[slice, ...] | None
 Region = list[tuple[torch.Tensor, Index]]
 """Pieces of weights, each a parameter tensor and where in it."""
 
-FIRST_REFRESH_RTOL = 1e-3
 FIRST_REFRESH_ITERATIONS = 100
-"""The first refresh of :class:`LocalCFL` starts from random vectors, which two power iterations leave far
-below the top eigenvalue (a fifth of it on the first layer of the tanh network of chapter 7); it iterates
-until the estimate settles to this relative change, at most this many times."""
+"""The most Hessian-vector products a fresh estimate of :class:`LocalCFL` (its first refresh, or a restart from
+random vectors) spends: from a random vector a few products leave the estimate far below the top
+eigenvalue (a fifth of it on the first layer of the tanh network of chapter 7, after two)."""
+FRESH_ITERATIONS = 10
+r"""The fewest products a fresh estimate of :class:`LocalCFL` spends before its residual rule may stop it: after
+one, the residual of a block :math:`\alpha I + \gamma uu^\top` is :math:`\gamma|u^\top v|`, tiny against
+:math:`\alpha` for a random :math:`v`, and looks converged at :math:`\alpha`; a few more span :math:`u`."""
+RESIDUAL_RTOL = 1e-2
+r""":class:`LocalCFL` stops an estimate when the Ritz residual :math:`\|Hy - \theta y\|` is below this fraction of
+:math:`|\theta|` (Lanczos), and adds the residual to :math:`|\theta|`: the block has an eigenvalue within the
+residual of :math:`\theta`, so the bound errs on the safe side by that much."""
+SHARP_FALL = 0.5
+"""A warm-started estimate of :class:`LocalCFL` below this fraction of the last one is checked by a fresh estimate
+from random vectors (the warm vector may have lost the top direction); the larger of the two is kept."""
 
 SETTINGS = ("safety", "every", "regions", "tile", "power_iterations", "seed")
 """LocalCFL's own settings, kept in every parameter group (so in the state dict, and checked on loading)."""
@@ -399,14 +451,23 @@ class LocalCFL(_Refreshed):
     ``safety``, :math:`\eta^\ast` the stable step of :func:`stable_step` (:math:`2/\rho_r` without momentum;
     the momentum-aware bound otherwise, since :math:`2/\rho_r` would let Nesterov with :math:`\mu = 0.9` run
     at 1.47 times its bound), and :math:`\rho_r` an estimate of the spectral radius of the region's diagonal
-    Hessian block :math:`H_{rr} + \text{wd}\,I`: the norm :math:`\|(H_{rr} + \text{wd}\,I)v\|` of the block
-    applied to the unit vector of a power iteration. The norm is never below the Rayleigh quotient
-    :math:`|v^\top H_{rr} v|`, which can vanish on a mixture of a positive and a negative eigenvector, and
-    the spectral radius bounds the largest positive eigenvalue, so the cap errs on the safe side: when a
-    negative eigenvalue dominates a block, the block steps more cautiously than it needs to.
-    :math:`\rho_r` is refreshed every ``every`` steps by ``power_iterations`` power iterations of
-    Hessian-vector products restricted to the region, warm-started from the previous refresh's vector
-    (one HVP each; ``hvps`` counts them; the first refresh iterates until the estimate settles). Between
+    Hessian block :math:`H_{rr} + \text{wd}\,I`, the largest :math:`|\theta|` of a Lanczos run restricted to
+    the region plus its residual:
+
+    .. math:: \rho_r = |\theta| + \|H_{rr} y - \theta y\|,
+
+    an upper bound of the eigenvalue nearest :math:`\theta` (:data:`RESIDUAL_RTOL`). The spectral radius bounds
+    the largest positive eigenvalue, so when a negative eigenvalue dominates a block, the block steps more
+    cautiously than it needs to. Lanczos is used rather than the power iteration because its Krylov spaces do
+    not change under a shift :math:`\alpha I`: on a block :math:`\alpha I` plus a small rank-one term the power
+    iteration's estimate barely moves from :math:`\alpha` and a stopping rule on its change stops there.
+
+    Refreshes come in pairs, at the steps :math:`0, 1 \pmod{\texttt{every}}`, and the second keeps the larger of
+    the two estimates, so a 2-cycle (of the iterate, or of alternating batches) cannot hide its stiffer phase
+    from every refresh. A refresh warm-starts each region from its last Ritz vector and stops at the residual
+    rule or after ``power_iterations`` Hessian-vector products; the first refresh, and a refresh whose
+    estimate falls below :data:`SHARP_FALL` times the last one (checked by a fresh start), start from seeded
+    random vectors and spend from :data:`FRESH_ITERATIONS` to :data:`FIRST_REFRESH_ITERATIONS`. ``hvps`` counts the products. Between
     refreshes the update is :class:`PerturbedSGD`'s, with its last-bit perturbation ``k``; with no region
     capped it is :class:`torch.optim.SGD` bit for bit.
 
@@ -484,77 +545,86 @@ class LocalCFL(_Refreshed):
             self.state[p]["step"] = self.state[p].get("step", 0) + 1
         return loss
 
+    @property
+    def refresh_due(self) -> bool:
+        """Whether the next step refreshes the curvature (and so needs a closure): steps 0 and 1 of every
+        ``every``."""
+        every = self.defaults["every"]
+        return self.steps % every == 0 or (every > 1 and self.steps % every == 1)
+
     def _refresh(self, loss: torch.Tensor) -> None:
         r"""New :math:`\rho_r` and bounds :math:`b_r` for every region from ``loss``'s Hessian."""
         params = self._params()
         grads = dict(zip(params, torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)))
         first = "eigvec" not in self.state[params[0]]
         if first:
-            gen = torch.Generator().manual_seed(self.defaults["seed"])
             for p in params:
-                self.state[p]["eigvec"] = torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device)
+                self.state[p]["eigvec"] = torch.zeros_like(p)
         group_of = self._group_of()
-
-        def settle(p: torch.Tensor, slot: int, rho: float) -> None:
-            group = group_of[p]
-            self.state[p]["sharpness"][slot] = rho
-            self.state[p]["bound"][slot] = group["safety"] * stable_step(rho, momentum=group["momentum"],
-                                                                         nesterov=group["nesterov"])
-
+        second = self.defaults["every"] > 1 and self.steps % self.defaults["every"] == 1
         if self.defaults["regions"] == "global":
-            rho = self._power_iteration([(p, None) for p in params], grads, group_of, converge=first)
-            for p in params:
-                self.state[p]["sharpness"], self.state[p]["bound"] = [0.0], [math.inf]
-                settle(p, 0, rho)
-            return
+            regions = [[(p, None) for p in params]]
+        else:
+            regions = [[piece] for p in params for piece in self._regions_of(p)]
+        last = None if first else [rho for p in params for rho in self.state[p]["sharpness"]]
+        if self.defaults["regions"] == "global" and last is not None:
+            last = last[:1]
+        estimates = []
+        for slot, region in enumerate(regions):
+            rho = self._estimate(region, grads, group_of, fresh=first)
+            if last is not None and rho < SHARP_FALL * last[slot]:
+                rho = max(rho, self._estimate(region, grads, group_of, fresh=True))
+            estimates.append(max(rho, last[slot]) if second and last is not None else rho)
+        slots = iter(estimates)
         for p in params:
-            pieces = self._regions_of(p)
-            self.state[p]["sharpness"], self.state[p]["bound"] = [0.0] * len(pieces), [math.inf] * len(pieces)
-            for slot, piece in enumerate(pieces):
-                settle(p, slot, self._power_iteration([piece], grads, group_of, converge=first))
+            count = 1 if self.defaults["regions"] == "global" else len(self._regions_of(p))
+            rhos = [estimates[0]] if self.defaults["regions"] == "global" else [next(slots) for _ in range(count)]
+            group = group_of[p]
+            self.state[p]["sharpness"] = rhos
+            self.state[p]["bound"] = [group["safety"] * stable_step(rho, momentum=group["momentum"],
+                                                                    nesterov=group["nesterov"]) for rho in rhos]
 
-    def _power_iteration(self, region: Region, grads: dict, group_of: dict, *, converge: bool) -> float:
-        r"""Power iteration on :math:`H_{rr} + \text{wd}\,I`; the norm :math:`\|(H_{rr} + \text{wd}\,I)v\|` at
-        the last unit vector: ``power_iterations`` steps warm-started from the last refresh's vector, or, from
-        the random start of the first refresh (``converge``), at least as many and then until the estimate
-        changes by less than :data:`FIRST_REFRESH_RTOL` (at most :data:`FIRST_REFRESH_ITERATIONS` steps, or
-        ``power_iterations`` if more)."""
+    def _estimate(self, region: Region, grads: dict, group_of: dict, *, fresh: bool) -> float:
+        r""":math:`|\theta| + \|H_{rr}y - \theta y\|` of the Ritz pair of largest :math:`|\theta|` of
+        :math:`H_{rr} + \text{wd}\,I` by Lanczos, from the region's last Ritz vector (or, ``fresh``, from
+        seeded random draws), which it replaces; ``nan`` where the gradient is not finite."""
         pieces = [(p, index, _piece(self.state[p]["eigvec"], index)) for p, index in region]
         if not any(grads[p] is not None for p, _, _ in pieces):
             return max(group_of[p]["weight_decay"] for p, _, _ in pieces)
-        rho = previous = 0.0
-        least = self.defaults["power_iterations"]
-        for i in range(max(FIRST_REFRESH_ITERATIONS, least) if converge else least):
-            if converge and i >= max(least, 2) and abs(rho - previous) <= FIRST_REFRESH_RTOL * rho:
-                break
-            previous = rho
-            norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
-            if norm == 0:      # a block with no curvature sent the vector to 0: start it afresh, or it stays 0
-                norm = self._restart(pieces)
-            for _, _, v in pieces:
-                v.div_(norm)
-            dot = sum(_piece(grads[p], index).mul(v).sum() for p, index, v in pieces if grads[p] is not None)
+        if not all(bool(torch.isfinite(grads[p]).all()) for p, _, _ in pieces if grads[p] is not None):
+            return math.nan
+        start = torch.cat([v.reshape(-1) for _, _, v in pieces])
+        if fresh or not bool(torch.isfinite(start).all()) or float(start.norm()) == 0:
+            self._restart(pieces)
+            start = torch.cat([v.reshape(-1) for _, _, v in pieces])
+        sizes = [v.numel() for _, _, v in pieces]
+
+        def matvec(x: torch.Tensor) -> torch.Tensor:
+            vs = [chunk.view_as(v) for chunk, (_, _, v) in zip(x.split(sizes), pieces)]
+            dot = sum(_piece(grads[p], index).mul(v).sum() for (p, index, _), v in zip(pieces, vs)
+                      if grads[p] is not None)
             hv = (torch.autograd.grad(dot, [p for p, _, _ in pieces], retain_graph=True, allow_unused=True)
                   if isinstance(dot, torch.Tensor) and dot.requires_grad else [None] * len(pieces))   # a linear loss
-            squared = 0.0
-            for (p, index, v), h in zip(pieces, hv):
-                h = _piece(torch.zeros_like(p) if h is None else h, index) + group_of[p]["weight_decay"] * v
-                squared += float((h * h).sum())
-                v.copy_(h)
-            rho = math.sqrt(squared)
-            self.state[region[0][0]]["hvps"] = self.state[region[0][0]].get("hvps", 0) + 1
-        norm = math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
-        for _, _, v in pieces:
-            v.div_(norm if norm > 0 else 1.0)
-        return rho
+            return torch.cat([(_piece(torch.zeros_like(p) if h is None else h, index)
+                               + group_of[p]["weight_decay"] * v).reshape(-1)
+                              for (p, index, _), v, h in zip(pieces, vs, hv)])
 
-    def _restart(self, pieces: list[tuple[torch.Tensor, Index, torch.Tensor]]) -> float:
-        """Fill a region's power vector afresh with normal draws (seeded by ``seed`` and the step, so a resumed
-        run draws the same); return its norm."""
+        with torch.enable_grad():
+            result = sharpness.lanczos(matvec, start.numel(), k=1, tol=RESIDUAL_RTOL, start=start,
+                                       max_iter=FIRST_REFRESH_ITERATIONS if fresh else self.defaults["power_iterations"],
+                                       dtype=start.dtype, which="magnitude", vectors=True,
+                                       min_iter=FRESH_ITERATIONS if fresh else 1)
+        for (_, _, v), chunk in zip(pieces, result.vectors[0].split(sizes)):
+            v.copy_(chunk.view_as(v))
+        self.state[region[0][0]]["hvps"] = self.state[region[0][0]].get("hvps", 0) + result.matvecs
+        return abs(float(result.values[0])) + float(result.residuals[0])
+
+    def _restart(self, pieces: list[tuple[torch.Tensor, Index, torch.Tensor]]) -> None:
+        """Fill a region's vector afresh with normal draws (seeded by ``seed`` and the step, so a resumed run draws
+        the same)."""
         gen = torch.Generator().manual_seed(self.defaults["seed"] + 1_000_003 * (self.steps + 1))
         for _, _, v in pieces:
             v.copy_(torch.randn(v.shape, generator=gen, dtype=v.dtype))
-        return math.sqrt(sum(float((v * v).sum()) for _, _, v in pieces))
 
     def _apply(self, p: torch.Tensor, d_p: torch.Tensor, lr: float, k: int) -> None:
         r"""The perturbed step of :class:`PerturbedSGD` with each region's :math:`\eta_r = \min(\eta, b_r)`."""
@@ -695,6 +765,11 @@ class EigenCFL(_Refreshed):
         r"""The Ritz values :math:`\lambda_i` of the last refresh."""
         self._check_started()
         return list(self._global["ritz_values"])
+
+    def ritz_vectors(self) -> torch.Tensor:
+        r"""The Ritz vectors :math:`u_i` of the last refresh, one unit row each over all parameters in order."""
+        self._check_started()
+        return self._global["ritz_vectors"]
 
     def step_sizes(self) -> list[float]:
         r"""The step along each Ritz vector at the first group's current ``lr``: :math:`\min(\eta, c_i)`."""

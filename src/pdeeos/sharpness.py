@@ -53,6 +53,9 @@ class EigenResult:
     history: np.ndarray
     vectors: torch.Tensor | None = None
     """The Ritz vectors of ``values`` (one unit row each), where the solver was asked for them."""
+    residuals: np.ndarray | None = None
+    r"""The residual norms :math:`\|Hy_i - \theta_i y_i\|` of ``values`` (Lanczos only): a symmetric operator has an
+    eigenvalue within it of each Ritz value."""
 
     def products_to_reach(self, reference: float, rtol: float) -> int:
         """Products after which the estimate stays within ``rtol`` of ``reference`` (``ValueError`` if never)."""
@@ -156,14 +159,15 @@ def _chosen(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 
 def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: int = 200,
             dtype: torch.dtype = torch.float64, seed: int = 0, start: torch.Tensor | None = None,
-            which: str = "algebraic", vectors: bool = False) -> EigenResult:
+            which: str = "algebraic", vectors: bool = False, min_iter: int = 1) -> EigenResult:
     r"""Largest ``k`` algebraic eigenvalues (``which="magnitude"``: largest in magnitude) of a symmetric
     operator by Lanczos.
 
     Builds the Krylov basis :math:`Q_m` and tridiagonal :math:`T_m = Q_m^\top H Q_m` (full
     reorthogonalisation); the Ritz values are the eigenvalues :math:`\theta_i` of :math:`T_m`, with
     residual :math:`\|H y_i - \theta_i y_i\| = |\beta_m s_{m,i}|`. Stops when that residual is
-    below ``tol * |theta_i|`` for the chosen ``k``, or the Krylov space is exhausted. ``start``: the first
+    below ``tol * |theta_i|`` for the chosen ``k`` after at least ``min_iter`` products, or the Krylov space is
+    exhausted. ``start``: the first
     Krylov vector (a warm start, normalised here; default a random one from ``seed``); ``vectors``: also
     return the Ritz vectors :math:`y_i = Q_m^\top s_i`.
     """
@@ -190,21 +194,21 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
         top = _chosen(theta, min(k, m), which)
         history.append(theta[top[0]])
         residual = np.abs(beta * s[-1, top])
-        done = m >= k and np.all(residual <= tol * np.maximum(np.abs(theta[top]), 1e-30))
+        done = m >= max(k, min_iter) and np.all(residual <= tol * np.maximum(np.abs(theta[top]), 1e-30))
         if done or beta == 0.0 or m == n:
-            return _result(theta, s, top, basis[:m], m, True, history, vectors)
+            return _result(theta, s, top, basis[:m], m, True, history, vectors, residual)
         betas.append(beta)
         basis.append(w / beta)
-    return _result(theta, s, top, basis[:m], m, False, history, vectors)
+    return _result(theta, s, top, basis[:m], m, False, history, vectors, residual)
 
 
 def _result(theta: np.ndarray, s: np.ndarray, top: np.ndarray, basis: list[torch.Tensor], m: int,
-            converged: bool, history: list[float], vectors: bool) -> EigenResult:
+            converged: bool, history: list[float], vectors: bool, residuals: np.ndarray) -> EigenResult:
     ritz = None
     if vectors:
         q = torch.stack(basis)
         ritz = torch.from_numpy(np.ascontiguousarray(s[:, top].T)).to(q) @ q
-    return EigenResult(theta[top], m, converged, np.array(history), ritz)
+    return EigenResult(theta[top], m, converged, np.array(history), ritz, np.asarray(residuals, dtype=float))
 
 
 def _ritz(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
