@@ -467,7 +467,8 @@ class LocalCFL(_Refreshed):
     from every refresh. A refresh warm-starts each region from its last Ritz vector and stops at the residual
     rule or after ``power_iterations`` Hessian-vector products; the first refresh, and a refresh whose
     estimate falls below :data:`SHARP_FALL` times the last one (checked by a fresh start), start from seeded
-    random vectors and spend from :data:`FRESH_ITERATIONS` to :data:`FIRST_REFRESH_ITERATIONS`. ``hvps`` counts the products. Between
+    random vectors and spend from :data:`FRESH_ITERATIONS` to :data:`FIRST_REFRESH_ITERATIONS`. ``hvps`` counts
+    the products. Between
     refreshes the update is :class:`PerturbedSGD`'s, with its last-bit perturbation ``k``; with no region
     capped it is :class:`torch.optim.SGD` bit for bit.
 
@@ -562,36 +563,46 @@ class LocalCFL(_Refreshed):
                 self.state[p]["eigvec"] = torch.zeros_like(p)
         group_of = self._group_of()
         second = self.defaults["every"] > 1 and self.steps % self.defaults["every"] == 1
-        if self.defaults["regions"] == "global":
-            regions = [[(p, None) for p in params]]
-        else:
-            regions = [[piece] for p in params for piece in self._regions_of(p)]
-        last = None if first else [rho for p in params for rho in self.state[p]["sharpness"]]
-        if self.defaults["regions"] == "global" and last is not None:
-            last = last[:1]
+        regions, slots_of = self._slots(params)
+        last = [math.nan] * len(regions)
+        if not first:
+            for p in params:
+                for slot, rho in zip(slots_of[p], self.state[p]["sharpness"]):
+                    last[slot] = rho
+        finite = {p: g is None or bool(torch.isfinite(g).all()) for p, g in grads.items()}
         estimates = []
-        for slot, region in enumerate(regions):
-            rho = self._estimate(region, grads, group_of, fresh=first)
-            if last is not None and rho < SHARP_FALL * last[slot]:
-                rho = max(rho, self._estimate(region, grads, group_of, fresh=True))
-            estimates.append(max(rho, last[slot]) if second and last is not None else rho)
-        slots = iter(estimates)
+        for region, previous in zip(regions, last):
+            rho = self._estimate(region, grads, finite, group_of, fresh=first)
+            if rho < SHARP_FALL * previous:
+                rho = max(rho, self._estimate(region, grads, finite, group_of, fresh=True))
+            estimates.append(max(rho, previous) if second else rho)
         for p in params:
-            count = 1 if self.defaults["regions"] == "global" else len(self._regions_of(p))
-            rhos = [estimates[0]] if self.defaults["regions"] == "global" else [next(slots) for _ in range(count)]
             group = group_of[p]
-            self.state[p]["sharpness"] = rhos
+            self.state[p]["sharpness"] = [estimates[slot] for slot in slots_of[p]]
             self.state[p]["bound"] = [group["safety"] * stable_step(rho, momentum=group["momentum"],
-                                                                    nesterov=group["nesterov"]) for rho in rhos]
+                                                                    nesterov=group["nesterov"])
+                                      for rho in self.state[p]["sharpness"]]
 
-    def _estimate(self, region: Region, grads: dict, group_of: dict, *, fresh: bool) -> float:
+    def _slots(self, params: list[torch.Tensor]) -> tuple[list[Region], dict[torch.Tensor, list[int]]]:
+        """The regions to estimate, and for every parameter the indices of the regions its estimates come from
+        (all parameters share the one region of the ``global`` mode)."""
+        if self.defaults["regions"] == "global":
+            return [[(p, None) for p in params]], {p: [0] for p in params}
+        regions, slots_of = [], {}
+        for p in params:
+            pieces = self._regions_of(p)
+            slots_of[p] = list(range(len(regions), len(regions) + len(pieces)))
+            regions += [[piece] for piece in pieces]
+        return regions, slots_of
+
+    def _estimate(self, region: Region, grads: dict, finite: dict, group_of: dict, *, fresh: bool) -> float:
         r""":math:`|\theta| + \|H_{rr}y - \theta y\|` of the Ritz pair of largest :math:`|\theta|` of
         :math:`H_{rr} + \text{wd}\,I` by Lanczos, from the region's last Ritz vector (or, ``fresh``, from
-        seeded random draws), which it replaces; ``nan`` where the gradient is not finite."""
+        seeded random draws), which it replaces; ``nan`` where the gradient is not finite (``finite``)."""
         pieces = [(p, index, _piece(self.state[p]["eigvec"], index)) for p, index in region]
         if not any(grads[p] is not None for p, _, _ in pieces):
             return max(group_of[p]["weight_decay"] for p, _, _ in pieces)
-        if not all(bool(torch.isfinite(grads[p]).all()) for p, _, _ in pieces if grads[p] is not None):
+        if not all(finite[p] for p, _, _ in pieces):
             return math.nan
         start = torch.cat([v.reshape(-1) for _, _, v in pieces])
         if fresh or not bool(torch.isfinite(start).all()) or float(start.norm()) == 0:
