@@ -17,11 +17,16 @@ from pdeeos.book.experiments import local_cfl
 from pdeeos.optim import RESIDUAL_RTOL, LocalCFL, stable_step
 
 
+def _symmetric(eigenvalues: list[float], seed: int) -> torch.Tensor:
+    """A symmetric matrix with these eigenvalues, in a random orthonormal basis drawn from ``seed``."""
+    n = len(eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+
+
 def _spd(n: int, top: float, seed: int) -> torch.Tensor:
     """A symmetric positive definite n × n matrix with eigenvalues from top/10 to top."""
-    gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
-    return q @ torch.diag(torch.linspace(top / 10, top, n, dtype=torch.float64)) @ q.T
+    return _symmetric(torch.linspace(top / 10, top, n, dtype=torch.float64).tolist(), seed)
 
 
 STIFF, SOFT = _spd(4, 100.0, 0), _spd(3, 10.0, 1)
@@ -449,12 +454,6 @@ def test_a_block_without_curvature_is_capped_once_it_has_some():
     ((rho,),) = opt.sharpness()
     assert rho == pytest.approx(float(torch.linalg.eigvalsh(STIFF)[-1]), rel=1e-2)
     assert opt.step_sizes()[0][0] < 0.05
-
-
-def _symmetric(eigenvalues: list[float], seed: int) -> torch.Tensor:
-    n = len(eigenvalues)
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
 
 
 def _quadratic_steps(x: torch.Tensor, opt: LocalCFL, hessian_of, steps: int) -> list[float]:
