@@ -167,7 +167,8 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
     reorthogonalisation); the Ritz values are the eigenvalues :math:`\theta_i` of :math:`T_m`, with
     residual :math:`\|H y_i - \theta_i y_i\| = |\beta_m s_{m,i}|`. Stops when that residual is
     below ``tol * |theta_i|`` for the chosen ``k`` after at least ``min_iter`` products, or the Krylov space is
-    exhausted. ``start``: the first
+    exhausted (:math:`\beta_m \le \sqrt{\varepsilon}\,\|Hq_m\|`; then fewer than ``k`` values may come back).
+    ``start``: the first
     Krylov vector (a warm start, normalised here; default a random one from ``seed``); ``vectors``: also
     return the Ritz vectors :math:`y_i = Q_m^\top s_i`.
     """
@@ -185,6 +186,7 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
     history: list[float] = []
     for m in range(1, min(max_iter, n) + 1):
         w = _product(matvec, basis[-1], dtype, m)
+        scale = float(torch.linalg.vector_norm(w))
         alphas.append(float(w @ basis[-1]))
         q = torch.stack(basis)
         w = w - q.T @ (q @ w)
@@ -195,11 +197,20 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
         history.append(theta[top[0]])
         residual = np.abs(beta * s[-1, top])
         done = m >= max(k, min_iter) and np.all(residual <= tol * np.maximum(np.abs(theta[top]), 1e-30))
-        if done or beta == 0.0 or m == n:
+        if done or beta <= _breakdown_rtol(dtype) * scale or m == n:
             return _result(theta, s, top, basis[:m], m, True, history, vectors, residual)
         betas.append(beta)
         basis.append(w / beta)
     return _result(theta, s, top, basis[:m], m, False, history, vectors, residual)
+
+
+def _breakdown_rtol(dtype: torch.dtype) -> float:
+    r"""The Krylov space counts as exhausted when :math:`\beta_m \le \sqrt{\varepsilon}\,\|Hq_m\|` in the
+    working precision: the Ritz values are then exact to that residual, and the next "Lanczos vector" would be
+    the rounding noise of the products, normalised, on which the recurrence no longer represents :math:`H`
+    (its Ritz values grow without bound: :math:`3 \times 10^5` for a Hessian :math:`20I + \gamma uu^\top`
+    whose radius is 20.01)."""
+    return math.sqrt(torch.finfo(dtype).eps)
 
 
 def _result(theta: np.ndarray, s: np.ndarray, top: np.ndarray, basis: list[torch.Tensor], m: int,
