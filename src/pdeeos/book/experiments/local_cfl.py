@@ -431,10 +431,11 @@ def run_resnet(ctx: RunContext) -> RunOutput:
 def first_refresh(cfg: dict[str, Any], method: str, activation: str, seed: int) -> dict[str, float]:
     r"""What the first refresh of ``method`` (``"local-cfl"`` or ``"global-cfl"``) in ``local-cfl-resnet``
     measures on the first batch of batch-order ``seed`` at the initial weights every seed shares:
-    ``sharpness``, the largest :math:`\rho_r = \|(H_{rr} + \text{wd}\,I)v_r\|` over the regions (the power
-    iteration runs until it settles); ``curvature``, the signed Rayleigh quotient
-    :math:`v_r^\top (H_{rr} + \text{wd}\,I) v_r` at that region's unit vector, :math:`-\rho_r` where the
-    eigenvalue the iteration found is negative; and ``step_ratio``, the smallest step it sets,
+    ``sharpness``, the largest estimate :math:`\rho_r` over the regions (a fresh one: Lanczos from a random
+    start, :math:`|\theta| + \|(H_{rr} + \text{wd}\,I)y - \theta y\|` for its Ritz pair of largest
+    :math:`|\theta|`); ``curvature``, the signed Rayleigh quotient :math:`y^\top (H_{rr} + \text{wd}\,I) y` at
+    that region's Ritz vector, close to :math:`-\rho_r` where the eigenvalue found is negative; and
+    ``step_ratio``, the smallest step it sets,
     :math:`\min_r \eta_r/\eta` with :math:`\eta_r = \min(\eta,\ s \cdot 2(1+\beta)/((1+2\beta)\rho_r))`.
     Below 1, a cap binds for the first ``every`` steps."""
     if method not in ("local-cfl", "global-cfl"):
