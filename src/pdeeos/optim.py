@@ -465,10 +465,12 @@ class LocalCFL(_Refreshed):
     Refreshes come in pairs, at the steps :math:`0, 1 \pmod{\texttt{every}}`, and the second keeps the larger of
     the two estimates, so a 2-cycle (of the iterate, or of alternating batches) cannot hide its stiffer phase
     from every refresh. A refresh warm-starts each region from its last Ritz vector and stops at the residual
-    rule or after ``power_iterations`` Hessian-vector products; the first refresh, and a refresh whose
-    estimate falls below :data:`SHARP_FALL` times the last one (checked by a fresh start), start from seeded
-    random vectors and spend from :data:`FRESH_ITERATIONS` to :data:`FIRST_REFRESH_ITERATIONS`. ``hvps`` counts
-    the products. Between
+    rule or after ``power_iterations`` Hessian-vector products. The first refresh starts from seeded random
+    vectors; a warm start whose estimate falls below :data:`SHARP_FALL` times the last one, or whose Krylov
+    space is exhausted (the warm vector then lies in an invariant subspace, such as the eigenspace of
+    :math:`\alpha` in :math:`\alpha I + \gamma uu^\top`, and cannot see an eigenvalue grown outside it), is
+    checked by such a fresh start, and the larger estimate is kept. A fresh start spends from
+    :data:`FRESH_ITERATIONS` to :data:`FIRST_REFRESH_ITERATIONS` products. ``hvps`` counts the products. Between
     refreshes the update is :class:`PerturbedSGD`'s, with its last-bit perturbation ``k``; with no region
     capped it is :class:`torch.optim.SGD` bit for bit.
 
@@ -572,9 +574,9 @@ class LocalCFL(_Refreshed):
         finite = {p: g is None or bool(torch.isfinite(g).all()) for p, g in grads.items()}
         estimates = []
         for region, previous in zip(regions, last):
-            rho = self._estimate(region, grads, finite, group_of, fresh=first)
-            if rho < SHARP_FALL * previous:
-                rho = max(rho, self._estimate(region, grads, finite, group_of, fresh=True))
+            rho, trapped = self._estimate(region, grads, finite, group_of, fresh=first)
+            if rho < SHARP_FALL * previous or trapped:
+                rho = max(rho, self._estimate(region, grads, finite, group_of, fresh=True)[0])
             estimates.append(max(rho, previous) if second else rho)
         for p in params:
             group = group_of[p]
@@ -595,15 +597,19 @@ class LocalCFL(_Refreshed):
             regions += [[piece] for piece in pieces]
         return regions, slots_of
 
-    def _estimate(self, region: Region, grads: dict, finite: dict, group_of: dict, *, fresh: bool) -> float:
+    def _estimate(self, region: Region, grads: dict, finite: dict, group_of: dict, *,
+                  fresh: bool) -> tuple[float, bool]:
         r""":math:`|\theta| + \|H_{rr}y - \theta y\|` of the Ritz pair of largest :math:`|\theta|` of
         :math:`H_{rr} + \text{wd}\,I` by Lanczos, from the region's last Ritz vector (or, ``fresh``, from
-        seeded random draws), which it replaces; ``nan`` where the gradient is not finite (``finite``)."""
+        seeded random draws), which it replaces; ``nan`` where the gradient is not finite (``finite``). And
+        whether a warm start was trapped: its Krylov space exhausted, so that it lies in an invariant subspace
+        (an eigenvector of :math:`\alpha I + \gamma uu^\top` orthogonal to :math:`u`, for one) and cannot see an
+        eigenvalue that has grown outside it."""
         pieces = [(p, index, _piece(self.state[p]["eigvec"], index)) for p, index in region]
         if not any(grads[p] is not None for p, _, _ in pieces):
-            return max(group_of[p]["weight_decay"] for p, _, _ in pieces)
+            return max(group_of[p]["weight_decay"] for p, _, _ in pieces), False
         if not all(finite[p] for p, _, _ in pieces):
-            return math.nan
+            return math.nan, False
         start = torch.cat([v.reshape(-1) for _, _, v in pieces])
         if fresh or not bool(torch.isfinite(start).all()) or float(start.norm()) == 0:
             self._restart(pieces)
@@ -628,7 +634,8 @@ class LocalCFL(_Refreshed):
         for (_, _, v), chunk in zip(pieces, result.vectors[0].split(sizes)):
             v.copy_(chunk.view_as(v))
         self.state[region[0][0]]["hvps"] = self.state[region[0][0]].get("hvps", 0) + result.matvecs
-        return abs(float(result.values[0])) + float(result.residuals[0])
+        trapped = not fresh and result.exhausted and result.matvecs < start.numel()   # not the whole space
+        return abs(float(result.values[0])) + float(result.residuals[0]), trapped
 
     def _restart(self, pieces: list[tuple[torch.Tensor, Index, torch.Tensor]]) -> None:
         """Fill a region's vector afresh with normal draws (seeded by ``seed`` and the step, so a resumed run draws

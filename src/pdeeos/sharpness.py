@@ -56,6 +56,9 @@ class EigenResult:
     residuals: np.ndarray | None = None
     r"""The residual norms :math:`\|Hy_i - \theta_i y_i\|` of ``values`` (Lanczos only): a symmetric operator has an
     eigenvalue within it of each Ritz value."""
+    exhausted: bool = False
+    """Whether the Krylov space of the start vector was exhausted (Lanczos only): the start then lies in an
+    invariant subspace of the operator, and no eigenvalue outside it can be found from that start."""
 
     def products_to_reach(self, reference: float, rtol: float) -> int:
         """Products after which the estimate stays within ``rtol`` of ``reference`` (``ValueError`` if never)."""
@@ -197,11 +200,12 @@ def lanczos(matvec: MatVec, n: int, *, k: int = 1, tol: float = 1e-6, max_iter: 
         history.append(theta[top[0]])
         residual = np.abs(beta * s[-1, top])
         done = m >= max(k, min_iter) and np.all(residual <= tol * np.maximum(np.abs(theta[top]), 1e-30))
-        if done or beta <= _breakdown_rtol(dtype) * scale or m == n:
-            return _result(theta, s, top, basis[:m], m, True, history, vectors, residual)
+        exhausted = beta <= _breakdown_rtol(dtype) * scale or m == n
+        if done or exhausted:
+            return _result(theta, s, top, basis[:m], m, True, history, vectors, residual, exhausted)
         betas.append(beta)
         basis.append(w / beta)
-    return _result(theta, s, top, basis[:m], m, False, history, vectors, residual)
+    return _result(theta, s, top, basis[:m], m, False, history, vectors, residual, False)
 
 
 def _breakdown_rtol(dtype: torch.dtype) -> float:
@@ -214,12 +218,14 @@ def _breakdown_rtol(dtype: torch.dtype) -> float:
 
 
 def _result(theta: np.ndarray, s: np.ndarray, top: np.ndarray, basis: list[torch.Tensor], m: int,
-            converged: bool, history: list[float], vectors: bool, residuals: np.ndarray) -> EigenResult:
+            converged: bool, history: list[float], vectors: bool, residuals: np.ndarray,
+            exhausted: bool) -> EigenResult:
     ritz = None
     if vectors:
         q = torch.stack(basis)
         ritz = torch.from_numpy(np.ascontiguousarray(s[:, top].T)).to(q) @ q
-    return EigenResult(theta[top], m, converged, np.array(history), ritz, np.asarray(residuals, dtype=float))
+    return EigenResult(theta[top], m, converged, np.array(history), ritz, np.asarray(residuals, dtype=float),
+                       exhausted)
 
 
 def _ritz(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:

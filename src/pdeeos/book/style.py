@@ -14,8 +14,8 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 from cycler import cycler
 
-__all__ = ["CHAOTIC", "METHOD_COLORS", "PALETTE", "PERIODIC", "RC", "REFERENCE_COLOR", "RESTRAINED", "STABLE",
-           "UNSTABLE", "figure", "minus_in_exponents", "number", "reference_line", "table", "use"]
+__all__ = ["CHAOTIC", "METHOD_COLORS", "METHOD_LINESTYLES", "PALETTE", "PERIODIC", "RC", "REFERENCE_COLOR",
+           "RESTRAINED", "STABLE", "UNSTABLE", "figure", "minus_in_exponents", "number", "reference_line", "table", "use"]
 
 PALETTE: tuple[str, ...] = (
     "#0072B2",  # blue
@@ -40,8 +40,14 @@ PERIODIC, CHAOTIC = PALETTE[2], RESTRAINED
 ones amplify them (drawn in the restrained colour)."""
 
 METHOD_COLORS: dict[str, str] = {"sgd": PALETTE[1], "local-cfl": PALETTE[0], "global-cfl": PALETTE[2],
-                                 "adam": PALETTE[3], "reference": REFERENCE_COLOR}
-"""Colours of the optimizers compared in chapter 8 (and of its stable reference run)."""
+                                 "eigen-cfl": PALETTE[4], "secant": PALETTE[5], "warmup": PALETTE[6],
+                                 "adam": PALETTE[3], "block-adam": PALETTE[3], "reference": REFERENCE_COLOR}
+"""Colours of the optimizers compared in chapter 8 (and of its stable reference run); the two Adams share
+one, told apart by :data:`METHOD_LINESTYLES`."""
+METHOD_LINESTYLES: dict[str, str] = {"sgd": "-", "local-cfl": "--", "global-cfl": "-", "eigen-cfl": "-",
+                                     "secant": "-", "warmup": "-.", "adam": "-", "block-adam": "--",
+                                     "reference": ":"}
+"""Line styles of the optimizers of chapter 8: LocalCFL dashed, since on the PDE it lies on SGD."""
 
 RC: dict[str, Any] = {
     "figure.dpi": 100,

@@ -1,23 +1,33 @@
-r"""Chapter 8: the paper's proposed remedy, local CFL step sizes (:class:`pdeeos.optim.LocalCFL`), measured.
+r"""Chapter 8: the paper's proposed remedy, local CFL step sizes (:class:`pdeeos.optim.LocalCFL`), measured
+against the methods that already exist.
 
-Each problem is trained by four methods, each as a pair of :math:`k = 1` / :math:`k = 3` twins in lockstep
-(the paper's last-bit perturbation), from the same initial weights:
+Each full-batch problem is trained by every method of :data:`METHODS`, each as a pair of :math:`k = 1` /
+:math:`k = 3` twins in lockstep (the paper's last-bit perturbation), from the same initial weights. At every
+base rate :math:`\eta` of ``lrs`` (:data:`RATE_METHODS`):
 
-* ``sgd``: plain gradient descent at the base rate :math:`\eta` (:class:`pdeeos.optim.PerturbedSGD`);
+* ``sgd``: plain gradient descent (:class:`pdeeos.optim.PerturbedSGD`);
 * ``local-cfl``: :class:`~pdeeos.optim.LocalCFL` with the config's ``local_regions`` (tiles of the PDE's
   kernel, a region per tensor of the networks);
 * ``global-cfl``: the same with all weights one region, i.e. one global step
   :math:`\min(\eta, s\cdot 2/\rho)` refreshed as often (the classical stable choice, made adaptive);
-* ``adam``: :class:`pdeeos.optim.PerturbedAdam` at each rate of ``adam_lrs`` (the paper's App. C rate
-  :math:`10^{-3}` among them), run once per problem since it has no base rate;
+* ``eigen-cfl``: :class:`~pdeeos.optim.EigenCFL`, the step shortened only along the top ``eigen_rank`` Ritz
+  vectors of the full Hessian (``eigen_lanczos_steps`` products a refresh);
+* ``secant``: :class:`~pdeeos.optim.SecantSGD`, :math:`\min(\eta, 1/L_n)` from the secant of the gradient, at
+  no cost in Hessian-vector products;
+* ``warmup``: gradient descent with a linear warm-up to :math:`\eta` over ``warmup_steps`` steps
+  (:func:`~pdeeos.optim.warmup_lr`);
 
+and at each rate of ``adam_lrs`` (:data:`ADAPTIVE_METHODS`, run once per problem since they have no base
+rate): ``adam`` (:class:`pdeeos.optim.PerturbedAdam`; the paper's App. C rate :math:`10^{-3}` among them) and
+``block-adam`` (:class:`~pdeeos.optim.BlockAdam`, Adam-mini's one second moment per tensor);
 and plain gradient descent at each stable rate of ``reference_lrs``, whose lowest final loss is the
 target every run is timed to (:func:`steps_to_reach`). Every step records the loss of the :math:`k = 1`
 copy, the twins' RelL1 distance, each region's step size and curvature estimate, and the Hessian-vector
 products spent so far; every ``sharpness_every`` steps the sharpness :math:`\lambda_{\max}` of the
-:math:`k = 1` copy (Lanczos) and the *effective* sharpness :math:`\lambda_{\max}(D^{1/2} H D^{1/2})`
-with :math:`D` the diagonal of the method's step sizes, whose value 2 is the stability edge of gradient
-descent with per-region steps (:math:`\eta\lambda_{\max}` for plain SGD; not defined for Adam). The
+:math:`k = 1` copy (Lanczos) and the *effective* sharpness :math:`\lambda_{\max}(P^{1/2} H P^{1/2})`
+with :math:`P` the method's step-size operator (:func:`step_operator`: LocalCFL's diagonal, EigenCFL's
+projection), whose value 2 is the stability edge of gradient descent stepping :math:`\theta - Pg`
+(:math:`\eta\lambda_{\max}` for plain SGD; not defined for Adam). The
 processor time of the training steps (sharpness probes excluded) gives the cost per step, compared
 with the mean of the SGD runs' in the same run.
 
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,10 +64,17 @@ from pdeeos.book.experiments import Experiment, RunContext, RunOutput
 from pdeeos.book.experiments.eos_fc_tanh import ETA, N_CLASSES, load_data
 from pdeeos.book.experiments.lr_threshold import minibatch_loss
 from pdeeos.metrics import rel_l1
-from pdeeos.optim import LocalCFL, PerturbedAdam, PerturbedSGD, stable_step
+from pdeeos.optim import (BlockAdam, EigenCFL, LocalCFL, PerturbedAdam, PerturbedSGD, SecantSGD, stable_step,
+                          warmup_lr)
 from pdeeos.training import Split
 
-METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "adam")
+RATE_METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "eigen-cfl", "secant", "warmup")
+"""The methods run at every base rate of a full-batch problem."""
+ADAPTIVE_METHODS: tuple[str, ...] = ("adam", "block-adam")
+"""The methods run at each rate of ``adam_lrs`` instead (their rate is not a step size)."""
+METHODS: tuple[str, ...] = RATE_METHODS + ADAPTIVE_METHODS
+RESNET_METHODS: tuple[str, ...] = ("sgd", "local-cfl", "global-cfl", "adam")
+"""The methods of the minibatch ResNet comparison."""
 TWIN_K = 3
 """The perturbed twin's :math:`k`; the reference copy has :math:`k = 1`."""
 
@@ -66,50 +84,82 @@ def make_optimizer(method: str, params: Any, lr: float, cfg: dict[str, Any], k: 
     LocalCFL settings (``local_regions``, ``tile``), perturbed by ``k``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if method == "adam":
-        return PerturbedAdam(params, lr, k=k, weight_decay=cfg["weight_decay"])
+    if method in ADAPTIVE_METHODS:
+        return (PerturbedAdam if method == "adam" else BlockAdam)(params, lr, k=k, weight_decay=cfg["weight_decay"])
+    if method == "eigen-cfl":
+        return EigenCFL(params, lr, rank=cfg["eigen_rank"], lanczos_steps=cfg["eigen_lanczos_steps"],
+                        every=cfg["every"], safety=cfg["safety"], weight_decay=cfg["weight_decay"], k=k)
+    if method == "secant":
+        return SecantSGD(params, lr, k=k, weight_decay=cfg["weight_decay"])
     common = dict(k=k, momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
-    if method == "sgd":
+    if method in ("sgd", "warmup"):
         return PerturbedSGD(params, lr, **common)
     return LocalCFL(params, lr, safety=cfg["safety"], every=cfg["every"], power_iterations=cfg["power_iterations"],
                     regions=cfg["local_regions"] if method == "local-cfl" else "global", tile=cfg["tile"],
                     **common)
 
 
-def step_size_vector(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> torch.Tensor | None:
-    """The diagonal :math:`D` of the step sizes, one entry per weight (``None`` for Adam, and for
-    LocalCFL before its first step has set them)."""
+StepOperator = float | Callable[[torch.Tensor], torch.Tensor] | None
+r"""The square root of a method's step-size operator :math:`P` (:math:`\theta \leftarrow \theta - Pg`): a
+number where :math:`P` is a multiple of the identity, else :math:`v \mapsto P^{1/2}v`; ``None`` where there is
+none (Adam, whose edge is its own, and LocalCFL before its first step)."""
+
+
+def step_operator(opt: torch.optim.Optimizer) -> StepOperator:
+    r""":math:`P^{1/2}` of ``opt``'s last step: :math:`D^{1/2}` of LocalCFL's diagonal step sizes;
+    :math:`\sqrt\eta\,(I - \sum_i (1 - \sqrt{c_i/\eta})\,u_iu_i^\top)` for EigenCFL (the capped Ritz vectors
+    :math:`u_i`); the step size for the scalar methods."""
     if isinstance(opt, LocalCFL):
         if opt.steps == 0:
             return None
-        return torch.cat([t.reshape(-1) for t in opt.step_size_tensors()])
+        steps = torch.cat([t.reshape(-1) for t in opt.step_size_tensors()])
+        return float(steps[0]) if bool((steps == steps[0]).all()) else steps.sqrt().mul
+    if isinstance(opt, EigenCFL):
+        if opt.steps == 0:
+            return None
+        lr = opt.param_groups[0]["lr"]
+        capped = [(rate, u) for rate, u in zip(opt.step_sizes(), opt.ritz_vectors()) if rate < lr]
+        if not capped:
+            return lr
+
+        def root(v: torch.Tensor) -> torch.Tensor:
+            out = v.clone()
+            for rate, u in capped:
+                out -= (1 - math.sqrt(rate / lr)) * (u.to(v) @ v) * u.to(v)
+            return math.sqrt(lr) * out
+        return root
+    if isinstance(opt, SecantSGD):
+        return opt.step_size() if opt.state else None
     if isinstance(opt, PerturbedSGD):
-        return torch.full((sum(p.numel() for p in params),), opt.param_groups[0]["lr"], dtype=params[0].dtype)
+        return opt.param_groups[0]["lr"]
     return None
 
 
 def region_rates(opt: torch.optim.Optimizer) -> tuple[list[float], list[float]]:
     r"""The step size :math:`\eta_r` and curvature estimate :math:`\rho_r` of every region in parameter order
-    (SGD: one region at its rate, curvature not measured; Adam: neither)."""
+    (EigenCFL: along each Ritz vector, and its Ritz value; SGD, warm-up and the secant step: one region at its
+    rate, curvature not measured; Adam: neither)."""
     if isinstance(opt, LocalCFL):
         return ([r for rates in opt.step_sizes() for r in rates],
                 [lam for lams in opt.sharpness() for lam in lams])
-    rate = opt.param_groups[0]["lr"] if isinstance(opt, PerturbedSGD) else np.nan
-    return [rate], [np.nan]
+    if isinstance(opt, EigenCFL):
+        return opt.step_sizes(), opt.sharpness()
+    operator = step_operator(opt)
+    return [operator if isinstance(operator, float) else np.nan], [np.nan]
 
 
 def sharpness_pair(loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor],
-                   steps: torch.Tensor | None, *, tol: float, max_iter: int) -> tuple[float, float]:
-    r""":math:`\lambda_{\max}(H)` and :math:`\lambda_{\max}(D^{1/2}HD^{1/2})` (``nan`` without ``steps``), by
-    Lanczos; when every step size is the same :math:`d`, the second is :math:`d\,\lambda_{\max}(H)`."""
+                   root: StepOperator, *, tol: float, max_iter: int) -> tuple[float, float]:
+    r""":math:`\lambda_{\max}(H)` and the effective sharpness :math:`\lambda_{\max}(P^{1/2}HP^{1/2})` (``nan``
+    without a step operator), by Lanczos; when :math:`P = dI`, the second is :math:`d\,\lambda_{\max}(H)`."""
     lam = sharpness.top_eigenvalue(loss_fn, params, tol=tol, max_iter=max_iter)
-    if steps is None:
+    if root is None:
         return lam, float("nan")
-    if bool((steps == steps[0]).all()):
-        return lam, float(steps[0]) * lam
-    scale = steps.sqrt()
-    matvec = lambda v: scale * sharpness.hvp(loss_fn, params, scale * v)  # noqa: E731
-    result = sharpness.lanczos(matvec, len(scale), tol=tol, max_iter=max_iter, dtype=params[0].dtype)
+    if isinstance(root, float):
+        return lam, root * lam
+    n = sum(p.numel() for p in params)
+    matvec = lambda v: root(sharpness.hvp(loss_fn, params, root(v)))  # noqa: E731
+    result = sharpness.lanczos(matvec, n, tol=tol, max_iter=max_iter, dtype=params[0].dtype)
     return lam, float(result.values[0])
 
 
@@ -148,7 +198,7 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
             rel.append(rel_l1(_flat(twins[0]), _flat(twins[1])))
         if sharpness_every and t % sharpness_every == 0 and np.isfinite(loss[-1]):
             probe_steps.append(t)
-            pair = sharpness_pair(lambda: loss_of(twins[0]), params, step_size_vector(opts[0], params),
+            pair = sharpness_pair(lambda: loss_of(twins[0]), params, step_operator(opts[0]),
                                   tol=cfg["lanczos_tol"], max_iter=cfg["lanczos_iter"])
             lam.append(pair[0])
             lam_eff.append(pair[1])
@@ -156,9 +206,11 @@ def train_twins(make_model: Callable[[], nn.Module], loss_of: Callable[[nn.Modul
             break
         start = time.process_time()
         for model, opt in zip(twins, opts):
+            if method == "warmup":
+                opt.param_groups[0]["lr"] = warmup_lr(lr, t, cfg["warmup_steps"])
             opt.zero_grad(set_to_none=True)
             loss_of(model).backward()
-            if isinstance(opt, LocalCFL):
+            if isinstance(opt, (LocalCFL, EigenCFL)):
                 opt.step(lambda model=model: loss_of(model))
             else:
                 opt.step()
@@ -255,8 +307,8 @@ def summarise(out: dict[str, np.ndarray], *, target: float | None, rtol: float, 
 def tasks_of(cfg: dict[str, Any], checkpoints: Path) -> list[CFLTask]:
     """SGD, LocalCFL and the global step at every base rate, Adam at each of its rates, and constant-step
     SGD at each stable reference rate."""
-    runs = [(method, lr) for lr in cfg["lrs"] for method in ("sgd", "local-cfl", "global-cfl")]
-    runs += [("adam", lr) for lr in cfg["adam_lrs"]]
+    runs = [(method, lr) for lr in cfg["lrs"] for method in RATE_METHODS]
+    runs += [(method, lr) for lr in cfg["adam_lrs"] for method in ADAPTIVE_METHODS]
     runs += [("sgd", lr) for lr in cfg["reference_lrs"] if ("sgd", lr) not in runs]
     return [CFLTask(cfg["problem"], method, lr, cfg, checkpoints / f"{method}_lr{lr:.6g}.npz") for method, lr in runs]
 
@@ -392,14 +444,14 @@ def run_resnet(ctx: RunContext) -> RunOutput:
     regions = regions_of(nets[0], perturbed_sgd.train_config(local[0], 0).make_optimizer(nets[0].parameters()))
     ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tasks = [ResNetTask(m, a, seed, cfg, str(ctx.device), ctx.checkpoint_dir / f"{a}-{m}-seed{seed}.pt")
-             for a in cfg["activations"] for m in METHODS for seed in cfg["seeds"]]
+             for a in cfg["activations"] for m in RESNET_METHODS for seed in cfg["seeds"]]
     outs = ctx.map(run_resnet_task, tasks, units=cfg["epochs"], desc=ctx.experiment)
     steps = perturbed_sgd.steps_per_epoch(cfg, len(train.y)) * cfg["epochs"]
     twin = list(cfg["ks"]).index(TWIN_K)
-    arrays, summary = {}, {"data": described, "methods": list(METHODS), "activations": cfg["activations"],
+    arrays, summary = {}, {"data": described, "methods": list(RESNET_METHODS), "activations": cfg["activations"],
                            "steps": steps, "twin_k": TWIN_K, "regions": regions, "runs": {}}
     for a in cfg["activations"]:
-        for m in METHODS:
+        for m in RESNET_METHODS:
             mine = [o for t, o in zip(tasks, outs) if (t.activation, t.method) == (a, m)]
             acc = np.stack([o["test_acc"] for o in mine])
             final = perturbed_sgd.final_accuracy(acc, cfg["last"])
@@ -420,7 +472,7 @@ def run_resnet(ctx: RunContext) -> RunOutput:
                 summary["runs"][key] |= {"capped_at_end": [n for n, r in zip(regions, step_ratio.min(axis=0)) if r < 1],
                                          "min_step_ratio": float(step_ratio.min())}
         sgd_time = summary["runs"][f"{a}_sgd"]["process_time_s"]
-        for m in METHODS:
+        for m in RESNET_METHODS:
             per_seed = arrays[f"{a}_{m}_process_time_s"] / arrays[f"{a}_sgd_process_time_s"]   # same seed
             summary["runs"][f"{a}_{m}"] |= {
                 "time_vs_sgd": summary["runs"][f"{a}_{m}"]["process_time_s"] / sgd_time,
@@ -578,6 +630,7 @@ LocalCFL refreshes every 50 steps with one warm-started iteration per region (29
 Hessian-vector products a step), to keep its cost within reach of SGD's."""
 
 _COMMON = dict(momentum=0.0, nesterov=False, weight_decay=0.0, safety=0.9, every=10, power_iterations=2,
+               eigen_rank=4, eigen_lanczos_steps=24, warmup_steps=100,
                tile=8, lanczos_tol=1e-4, lanczos_iter=100, target_rtol=1e-9, onset_rel_l1=1e-10)
 _PDE = _COMMON | dict(problem="pde", alpha=20.0, beta=1.0, lrs=[0.05, 0.07, 0.09], local_regions="tiles",
                       adam_lrs=[1e-3, 1e-2, 1e-1], reference_lrs=[0.01, 0.02, 0.029, 0.03])
@@ -596,7 +649,7 @@ EXPERIMENT = (
         summary="LocalCFL vs SGD, global stable step and Adam on the one-layer CNN PDE at dt 0.05, 0.07, 0.09",
         chapter="08-local-cfl",
         configs={"ci": _PDE | dict(image=32, kernel=6, tile=3, lrs=[0.07], adam_lrs=[1e-2], reference_lrs=[0.03],
-                                   steps=40, sharpness_every=20),
+                                   steps=40, sharpness_every=20, warmup_steps=10),
                  "book": _PDE | dict(image=256, kernel=32, steps=1000, sharpness_every=10)},
         func=run),
     Experiment(
@@ -605,14 +658,14 @@ EXPERIMENT = (
                 "initial kernels",
         chapter="08-local-cfl",
         configs={"ci": _PDE_KERNELS | dict(image=32, kernel=6, tile=3, lrs=[0.07], reference_lrs=[0.03],
-                                           kernel_seeds=[0, 1], steps=40, sharpness_every=0),
+                                           kernel_seeds=[0, 1], steps=40, sharpness_every=0, warmup_steps=10),
                  "book": _PDE_KERNELS | dict(image=256, kernel=32, steps=1000, sharpness_every=0)},
         func=run_kernels),
     Experiment(
         name="local-cfl-tanh",
         summary="LocalCFL vs SGD, global stable step and Adam on the Fig. 8 tanh network at eta = 2/30",
         chapter="08-local-cfl",
-        configs={"ci": _TANH | dict(images=64, width=16, steps=20, sharpness_every=10),
+        configs={"ci": _TANH | dict(images=64, width=16, steps=20, sharpness_every=10, warmup_steps=5),
                  "book": _TANH | dict(images=None, steps=400, sharpness_every=25)},
         func=run),
     Experiment(
