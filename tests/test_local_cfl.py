@@ -334,7 +334,11 @@ def test_stored_full_batch_summaries_follow_from_their_arrays(name):
             for key in keys}
     target, recomputed = local_cfl.summarise_tasks(outs, run.config)
     assert target == run.summary["target_loss"]
-    assert recomputed == run.summary["runs"]
+    # a time ratio's last bits depend on the order the workers finished in (the order of its mean's sum)
+    times = {key: r.pop("time_vs_sgd") for key, r in recomputed.items()}
+    stored = {key: dict(r) for key, r in run.summary["runs"].items()}
+    assert times == pytest.approx({key: r.pop("time_vs_sgd") for key, r in stored.items()}, rel=1e-12)
+    assert recomputed == stored
 
 
 def test_tanh_and_resnet_comparisons_run_at_ci_scale_and_the_ledger_reads_them(tmp_path):
